@@ -1,0 +1,74 @@
+# Calyx — build, test, demo, bench.
+# `make test` is what CI runs (.ci/run). It installs what the tests need.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+PKGS      := ./...
+# Unit and integration tests (root-only ones skip themselves when not root).
+TEST_FLAGS ?= -count=1 -timeout 12m
+# Seconds each fuzz target runs inside `make test`; `make fuzz` runs longer.
+FUZZTIME  ?= 5s
+DEB_PKGS  := iproute2 iptables ipset bird2 etcd-server iperf3 containernetworking-plugins conntrack
+# Commands the Debian packages above provide (checked before calling apt).
+DEB_CMDS  := ip iptables ipset bird birdc etcd iperf3 conntrack
+
+.PHONY: all build test unit e2e fuzz fuzz-quick bench soak demo deps lint generate clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# deps installs missing Debian packages; quiet and quick when all is there.
+deps:
+	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing=1; done; \
+	[ -x /usr/lib/cni/host-local ] || missing=1; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: missing packages ($(DEB_PKGS)); run as root to install them" >&2; exit 1; fi; \
+		echo "make deps: installing $(DEB_PKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS) >/dev/null; \
+	fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+generate:
+	$(GO) run ./cni/internal/protogen
+
+test: deps lint build unit fuzz-quick e2e
+
+unit:
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+
+# The end-to-end suites drive the lab with the real binaries in bin/.
+e2e: build
+	CALYX_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) -p 1 ./e2e/...
+
+# Each fuzz target for a few seconds (go test -fuzz takes one target at a time).
+fuzz-quick:
+	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$t $$f ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$t >/dev/null || { $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$t; exit 1; }; \
+		done; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-quick FUZZTIME=2m
+
+# Benchmarks: each figure beside its peer, written to bench/results.json.
+# QUICK=1 runs a short version.
+bench: deps build
+	$(GO) run ./cmd/calyx-bench $(if $(QUICK),-quick) -out bench/results.json
+
+soak: deps build
+	CALYX_SOAK=1 CALYX_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 2h -run Soak -v ./e2e/...
+
+demo: deps build
+	@$(BIN)/calyx-lab demo
+
+clean:
+	rm -rf $(BIN)

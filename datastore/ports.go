@@ -1,0 +1,129 @@
+package datastore
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Port is one port or an inclusive range. In YAML/JSON it is a number (80)
+// or a string ("80", "8000:8080").
+type Port struct {
+	MinPort uint16
+	MaxPort uint16
+}
+
+func (p Port) String() string {
+	if p.MinPort == p.MaxPort {
+		return strconv.Itoa(int(p.MinPort))
+	}
+	return fmt.Sprintf("%d:%d", p.MinPort, p.MaxPort)
+}
+
+func (p Port) MarshalJSON() ([]byte, error) {
+	if p.MinPort == p.MaxPort {
+		return json.Marshal(int(p.MinPort))
+	}
+	return json.Marshal(p.String())
+}
+
+func (p *Port) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err == nil {
+		return p.parse(n.String())
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("port must be a number or a \"min:max\" string, got %s", b)
+	}
+	return p.parse(s)
+}
+
+func (p *Port) parse(s string) error {
+	lo, hi, isRange := strings.Cut(strings.TrimSpace(s), ":")
+	min, err := parsePortNumber(lo)
+	if err != nil {
+		return err
+	}
+	max := min
+	if isRange {
+		if max, err = parsePortNumber(hi); err != nil {
+			return err
+		}
+		if min > max {
+			return fmt.Errorf("port range %q: start is above end", s)
+		}
+	}
+	p.MinPort, p.MaxPort = min, max
+	return nil
+}
+
+func parsePortNumber(s string) (uint16, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a port number", s)
+	}
+	if n < 0 || n > 65535 {
+		return 0, fmt.Errorf("port %d is out of range (0-65535)", n)
+	}
+	return uint16(n), nil
+}
+
+// Protocol is an IP protocol by name (tcp, udp, icmp, icmpv6, sctp) or
+// number (1-255).
+type Protocol struct {
+	number uint8
+}
+
+var protocolNames = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
+
+// ParseProtocol accepts a name (any case) or a number 1-255.
+func ParseProtocol(s string) (Protocol, error) {
+	if n, ok := protocolNames[strings.ToLower(s)]; ok {
+		return Protocol{n}, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 255 {
+		return Protocol{}, fmt.Errorf("unknown protocol %q (want tcp, udp, icmp, icmpv6, sctp or a number 1-255)", s)
+	}
+	return Protocol{uint8(n)}, nil
+}
+
+// Number is the IP protocol number.
+func (p Protocol) Number() uint8 { return p.number }
+
+// String is the lower-case name when it has one, else the number.
+func (p Protocol) String() string {
+	for name, n := range protocolNames {
+		if n == p.number {
+			return name
+		}
+	}
+	return strconv.Itoa(int(p.number))
+}
+
+// HasPorts reports whether port matches make sense for the protocol.
+func (p Protocol) HasPorts() bool { return p.number == 6 || p.number == 17 || p.number == 132 }
+
+// IsICMP reports whether the protocol is ICMP or ICMPv6.
+func (p Protocol) IsICMP() bool { return p.number == 1 || p.number == 58 }
+
+func (p Protocol) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
+
+func (p *Protocol) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n json.Number
+		if err := json.Unmarshal(b, &n); err != nil {
+			return fmt.Errorf("protocol must be a name or a number, got %s", b)
+		}
+		s = n.String()
+	}
+	v, err := ParseProtocol(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}

@@ -1,0 +1,257 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// EventType says what happened to a key.
+type EventType int
+
+const (
+	EventAdd EventType = iota
+	EventUpdate
+	EventDelete
+	// EventInSync marks the end of a (re)list: the consumer's view now
+	// equals etcd at Revision. It is sent after the first list and after
+	// every relist.
+	EventInSync
+)
+
+func (t EventType) String() string {
+	return [...]string{"add", "update", "delete", "in-sync"}[t]
+}
+
+// Event is one change, in etcd's order.
+type Event struct {
+	Type     EventType
+	Key      string
+	Value    any // decoded new value (nil on delete and in-sync)
+	Prev     any // decoded previous value (update, delete)
+	Revision int64
+}
+
+// Source is one key prefix the syncer follows and how to decode its values.
+// Decode returning (nil, nil) skips the key.
+type Source struct {
+	Prefix string
+	Decode func(key string, value []byte) (any, error)
+}
+
+// ResourceSource follows every resource kind (not IPAM keys).
+func ResourceSource() Source {
+	return Source{Prefix: Prefix, Decode: func(key string, value []byte) (any, error) {
+		kind, _, ok := ParseKey(key)
+		if !ok {
+			return nil, nil
+		}
+		return Decode(kind, value)
+	}}
+}
+
+// Syncer lists the followed prefixes at one revision, then watches from the
+// next; on compaction, disconnect or any watch failure it relists and emits
+// only the difference from what it emitted before, then EventInSync.
+type Syncer struct {
+	etcd    *clientv3.Client
+	sources []Source
+	log     *slog.Logger
+	// cache is what the consumer has been told: key -> (modRev, value).
+	cache map[string]cached
+	// RetryInterval bounds the back-off between relists.
+	RetryInterval time.Duration
+}
+
+type cached struct {
+	modRev int64
+	value  any
+}
+
+// NewSyncer follows the sources. Prefixes must not nest inside each other
+// unless the outer source's Decode skips the inner one's keys.
+func NewSyncer(etcd *clientv3.Client, sources []Source, log *slog.Logger) *Syncer {
+	return &Syncer{etcd: etcd, sources: sources, log: log, cache: map[string]cached{}, RetryInterval: 2 * time.Second}
+}
+
+// Run delivers batches of events to handle until ctx ends. handle is called
+// from this goroutine only, so events arrive in order.
+func (s *Syncer) Run(ctx context.Context, handle func([]Event)) error {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := s.relist(ctx, handle)
+		if err == nil {
+			backoff = 50 * time.Millisecond
+			err = s.watch(ctx, rev, handle)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.log.Warn("datastore sync interrupted; relisting", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.RetryInterval)
+	}
+	return ctx.Err()
+}
+
+// relist reads every source at one revision and emits the difference.
+func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error) {
+	seen := map[string]bool{}
+	var rev int64
+	var events []Event
+	for _, src := range s.sources {
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := s.etcd.Get(lctx, src.Prefix, opts...)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("listing %s: %w", src.Prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			key := string(kv.Key)
+			if s.ownerOf(key) != src.Prefix {
+				continue
+			}
+			val, err := src.Decode(key, kv.Value)
+			if err != nil {
+				s.log.Error("skipping undecodable key", "key", key, "err", err)
+				continue
+			}
+			if val == nil {
+				continue
+			}
+			seen[key] = true
+			old, had := s.cache[key]
+			switch {
+			case !had:
+				events = append(events, Event{Type: EventAdd, Key: key, Value: val, Revision: kv.ModRevision})
+			case old.modRev != kv.ModRevision:
+				events = append(events, Event{Type: EventUpdate, Key: key, Value: val, Prev: old.value, Revision: kv.ModRevision})
+			default:
+				continue
+			}
+			s.cache[key] = cached{kv.ModRevision, val}
+		}
+	}
+	var gone []string
+	for key := range s.cache {
+		if !seen[key] {
+			gone = append(gone, key)
+		}
+	}
+	sort.Strings(gone)
+	for _, key := range gone {
+		events = append(events, Event{Type: EventDelete, Key: key, Prev: s.cache[key].value, Revision: rev})
+		delete(s.cache, key)
+	}
+	events = append(events, Event{Type: EventInSync, Revision: rev})
+	handle(events)
+	return rev, nil
+}
+
+// ownerOf is the longest source prefix that holds key, so nested prefixes
+// are decoded by the most specific source only.
+func (s *Syncer) ownerOf(key string) string {
+	best := ""
+	for _, src := range s.sources {
+		if strings.HasPrefix(key, src.Prefix) && len(src.Prefix) > len(best) {
+			best = src.Prefix
+		}
+	}
+	return best
+}
+
+func (s *Syncer) source(prefix string) Source {
+	for _, src := range s.sources {
+		if src.Prefix == prefix {
+			return src
+		}
+	}
+	return Source{}
+}
+
+// watch follows changes from rev+1 until the watch fails.
+func (s *Syncer) watch(ctx context.Context, rev int64, handle func([]Event)) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	// One watch on the common prefix of every source keeps all changes in
+	// one ordered stream.
+	wch := s.etcd.Watch(wctx, commonPrefix(s.sources), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			if errors.Is(err, rpctypes.ErrCompacted) {
+				return fmt.Errorf("watch compacted at revision %d: %w", resp.CompactRevision, err)
+			}
+			return fmt.Errorf("watch: %w", err)
+		}
+		if resp.Canceled {
+			return errors.New("watch canceled by the server")
+		}
+		var events []Event
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			owner := s.ownerOf(key)
+			if owner == "" {
+				continue
+			}
+			old, had := s.cache[key]
+			if ev.Type == clientv3.EventTypeDelete {
+				if had {
+					events = append(events, Event{Type: EventDelete, Key: key, Prev: old.value, Revision: ev.Kv.ModRevision})
+					delete(s.cache, key)
+				}
+				continue
+			}
+			val, err := s.source(owner).Decode(key, ev.Kv.Value)
+			if err != nil {
+				s.log.Error("skipping undecodable key", "key", key, "err", err)
+				continue
+			}
+			if val == nil {
+				continue
+			}
+			if had {
+				events = append(events, Event{Type: EventUpdate, Key: key, Value: val, Prev: old.value, Revision: ev.Kv.ModRevision})
+			} else {
+				events = append(events, Event{Type: EventAdd, Key: key, Value: val, Revision: ev.Kv.ModRevision})
+			}
+			s.cache[key] = cached{ev.Kv.ModRevision, val}
+		}
+		if len(events) > 0 {
+			handle(events)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("watch channel closed (etcd unreachable or restarted)")
+}
+
+func commonPrefix(sources []Source) string {
+	if len(sources) == 0 {
+		return Prefix
+	}
+	p := sources[0].Prefix
+	for _, s := range sources[1:] {
+		for !strings.HasPrefix(s.Prefix, p) {
+			p = p[:len(p)-1]
+		}
+	}
+	return p
+}

@@ -1,0 +1,397 @@
+package datastore
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/calyx-net/calyx/datastore/selector"
+)
+
+// FieldError is one problem with one field of one resource.
+type FieldError struct {
+	Field  string // dotted path, e.g. "spec.ingress[0].source.nets[1]"
+	Reason string
+}
+
+// ValidationError lists every problem found in one resource. Error() prints
+// one line per problem, each naming the resource and the field.
+type ValidationError struct {
+	Resource string // e.g. `IPPool "pool-a"`, or `document 2 (line 14)`
+	Problems []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		if p.Field == "" {
+			lines[i] = fmt.Sprintf("%s: %s", e.Resource, p.Reason)
+		} else {
+			lines[i] = fmt.Sprintf("%s: %s: %s", e.Resource, p.Field, p.Reason)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// validator accumulates problems; the check helpers record and return
+// whether the value was fine so callers can skip dependent checks.
+type validator struct {
+	problems []FieldError
+}
+
+func (v *validator) add(field, format string, args ...any) {
+	v.problems = append(v.problems, FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+// Describe names a resource for messages: `IPPool "pool-a"`.
+func Describe(r Resource) string {
+	name := r.GetMeta().Name
+	if name == "" {
+		return string(r.GetKind()) + " (no name)"
+	}
+	return fmt.Sprintf("%s %q", r.GetKind(), name)
+}
+
+// Validate checks one resource on its own (header, name, labels, spec). It
+// returns a *ValidationError listing every problem, or nil.
+func Validate(r Resource) error {
+	v := &validator{}
+	tm := r.typeMeta()
+	if tm.APIVersion != APIVersion {
+		v.add("apiVersion", "must be %q, got %q", APIVersion, tm.APIVersion)
+	}
+	validateMeta(v, r)
+	r.validateSpec(v)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Resource: Describe(r), Problems: v.problems}
+}
+
+var (
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	labelName        = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	labelValue       = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+)
+
+func validateMeta(v *validator, r Resource) {
+	m := r.GetMeta()
+	k := r.GetKind()
+	switch {
+	case m.Name == "":
+		v.add("metadata.name", "is required")
+	case k.IsSingleton() && m.Name != DefaultSingletonName:
+		v.add("metadata.name", "%s is a singleton: the name must be %q, got %q", k, DefaultSingletonName, m.Name)
+	case k == KindNode:
+		// Node names are host names, which may be fully qualified.
+		if len(m.Name) > 253 || !dns1123Subdomain.MatchString(m.Name) {
+			v.add("metadata.name", "%q is not a valid node name (lower-case DNS-1123 subdomain: a-z, 0-9, '-' and '.', at most 253 characters)", m.Name)
+		}
+	default:
+		if len(m.Name) > 63 || !dns1123Label.MatchString(m.Name) {
+			v.add("metadata.name", "%q is not a DNS-1123 label (lower-case a-z, 0-9 and '-', starting and ending with a letter or digit, at most 63 characters)", m.Name)
+		}
+	}
+	for _, key := range SortedLabelKeys(m.Labels) {
+		if err := ValidateLabel(key, m.Labels[key]); err != nil {
+			v.add("metadata.labels", "%v", err)
+		}
+	}
+}
+
+// ValidateLabel checks a label key (optional DNS prefix + "/" + name) and
+// value with Kubernetes' rules.
+func ValidateLabel(key, value string) error {
+	name := key
+	if prefix, rest, ok := strings.Cut(key, "/"); ok {
+		if prefix == "" || len(prefix) > 253 || !dns1123Subdomain.MatchString(prefix) {
+			return fmt.Errorf("label key %q: prefix %q is not a DNS-1123 subdomain", key, prefix)
+		}
+		name = rest
+	}
+	if name == "" || len(name) > 63 || !labelName.MatchString(name) {
+		return fmt.Errorf("label key %q is invalid (name part: at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending alphanumeric)", key)
+	}
+	if len(value) > 63 || !labelValue.MatchString(value) {
+		return fmt.Errorf("label %q: value %q is invalid (at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', starting and ending alphanumeric)", key, value)
+	}
+	return nil
+}
+
+// ---- field checkers -----------------------------------------------------
+
+func (v *validator) ipv4(field, s string, required bool) (netip.Addr, bool) {
+	if s == "" {
+		if required {
+			v.add(field, "is required")
+		}
+		return netip.Addr{}, !required
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		v.add(field, "%q is not an IPv4 address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func (v *validator) ip(field, s string, required bool) (netip.Addr, bool) {
+	if s == "" {
+		if required {
+			v.add(field, "is required")
+		}
+		return netip.Addr{}, !required
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		v.add(field, "%q is not an IP address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// cidr checks a CIDR and that it has no host bits set.
+func (v *validator) cidr(field, s string) (netip.Prefix, bool) {
+	if s == "" {
+		v.add(field, "is required")
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		v.add(field, "%q is not a CIDR (want e.g. 10.244.0.0/16 or fd00::/48)", s)
+		return netip.Prefix{}, false
+	}
+	if p.Masked() != p {
+		v.add(field, "%q has host bits set (did you mean %s?)", s, p.Masked())
+		return netip.Prefix{}, false
+	}
+	return p, true
+}
+
+func (v *validator) asNumber(field string, asn uint32, required bool) {
+	if asn == 0 && required {
+		v.add(field, "is required (1-4294967295)")
+	}
+	if asn == 23456 {
+		v.add(field, "23456 is AS_TRANS, reserved for 4-byte AS transition (RFC 6793)")
+	}
+}
+
+func (v *validator) selector(field, s string) {
+	if s == "" {
+		return
+	}
+	if _, err := selector.Parse(s); err != nil {
+		v.add(field, "invalid selector: %v", err)
+	}
+}
+
+// ---- per-kind spec validation -------------------------------------------
+
+func (b *BGPConfig) validateSpec(v *validator) {
+	s := &b.Spec
+	v.asNumber("spec.asNumber", s.ASNumber, false)
+	if s.ListenPort < 0 || s.ListenPort > 65535 {
+		v.add("spec.listenPort", "%d is out of range (1-65535)", s.ListenPort)
+	}
+	if gr := s.GracefulRestart; gr != nil && (gr.RestartTimeSeconds < 0 || gr.RestartTimeSeconds > 4095) {
+		v.add("spec.gracefulRestart.restartTimeSeconds", "%d is out of range (1-4095, the 12-bit field of RFC 4724)", gr.RestartTimeSeconds)
+	}
+}
+
+func (n *Node) validateSpec(v *validator) {
+	s := &n.Spec
+	v.ipv4("spec.address", s.Address, true)
+	if s.IPv6Address != "" {
+		if a, ok := v.ip("spec.ipv6Address", s.IPv6Address, false); ok && !a.Is6() {
+			v.add("spec.ipv6Address", "%q is not an IPv6 address", s.IPv6Address)
+		}
+	}
+	v.asNumber("spec.asNumber", s.ASNumber, false)
+	if a, ok := v.ipv4("spec.routerID", s.RouterID, false); ok && a.IsValid() && (a.IsUnspecified() || a.IsMulticast()) {
+		v.add("spec.routerID", "%s cannot be a BGP router ID (unspecified or multicast)", a)
+	}
+	v.ipv4("spec.routeReflectorClusterID", s.RouteReflectorClusterID, false)
+}
+
+func (p *BGPPeer) validateSpec(v *validator) {
+	s := &p.Spec
+	if a, ok := v.ip("spec.peerIP", s.PeerIP, true); ok && a.IsValid() && (a.IsUnspecified() || a.IsMulticast()) {
+		v.add("spec.peerIP", "%s cannot be a BGP peer", a)
+	}
+	v.asNumber("spec.asNumber", s.ASNumber, true)
+	if s.Node != "" && s.NodeSelector != "" {
+		v.add("spec.nodeSelector", "set either node or nodeSelector, not both")
+	}
+	if s.Node != "" && !dns1123Subdomain.MatchString(s.Node) {
+		v.add("spec.node", "%q is not a valid node name", s.Node)
+	}
+	v.selector("spec.nodeSelector", s.NodeSelector)
+	if len(s.Password) > 80 {
+		v.add("spec.password", "is %d characters; TCP MD5 keys are at most 80", len(s.Password))
+	}
+}
+
+// Block size limits, as Calico's: big enough to be worth a route, small
+// enough that a block fits in one etcd value comfortably.
+const (
+	minBlockSizeV4, maxBlockSizeV4 = 20, 32
+	minBlockSizeV6, maxBlockSizeV6 = 116, 128
+)
+
+func (p *IPPool) validateSpec(v *validator) {
+	s := &p.Spec
+	pfx, ok := v.cidr("spec.cidr", s.CIDR)
+	if ok {
+		lo, hi := minBlockSizeV4, maxBlockSizeV4
+		if pfx.Addr().Is6() {
+			lo, hi = minBlockSizeV6, maxBlockSizeV6
+		}
+		if bs := s.EffectiveBlockSize(); bs < lo || bs > hi {
+			v.add("spec.blockSize", "%d is out of range for an IPv%d pool (%d-%d)", bs, family(pfx), lo, hi)
+		} else if bs < pfx.Bits() {
+			v.add("spec.blockSize", "/%d blocks do not fit in the pool %s (block size must be >= %d)", bs, pfx, pfx.Bits())
+		}
+		if pfx.Addr().Is4() && (pfx.Addr().IsLoopback() || pfx.Addr().IsMulticast() || pfx.Overlaps(netip.MustParsePrefix("169.254.0.0/16"))) {
+			v.add("spec.cidr", "%s overlaps a reserved range (loopback, multicast or link-local 169.254.0.0/16)", pfx)
+		}
+		if pfx.Addr().Is6() && (pfx.Addr().IsLoopback() || pfx.Addr().IsMulticast() || pfx.Overlaps(netip.MustParsePrefix("fe80::/10"))) {
+			v.add("spec.cidr", "%s overlaps a reserved range (loopback, multicast or link-local fe80::/10)", pfx)
+		}
+	}
+	v.selector("spec.nodeSelector", s.NodeSelector)
+}
+
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 4
+	}
+	return 6
+}
+
+func (c *IPAMConfig) validateSpec(v *validator) {
+	if c.Spec.MaxBlocksPerHost < 0 {
+		v.add("spec.maxBlocksPerHost", "%d is negative", c.Spec.MaxBlocksPerHost)
+	}
+}
+
+func (w *WorkloadEndpoint) validateSpec(v *validator) {
+	s := &w.Spec
+	if s.Node == "" {
+		v.add("spec.node", "is required")
+	}
+	if s.InterfaceName == "" {
+		v.add("spec.interfaceName", "is required")
+	} else if len(s.InterfaceName) > 15 {
+		v.add("spec.interfaceName", "%q is longer than 15 characters (the kernel's limit)", s.InterfaceName)
+	}
+	if s.MAC != "" {
+		if _, err := net.ParseMAC(s.MAC); err != nil {
+			v.add("spec.mac", "%q is not a MAC address", s.MAC)
+		}
+	}
+	for i, n := range s.IPNetworks {
+		field := fmt.Sprintf("spec.ipNetworks[%d]", i)
+		if p, ok := v.cidr(field, n); ok && !p.IsSingleIP() {
+			v.add(field, "%s must be a single address (/32 or /128)", n)
+		}
+	}
+}
+
+func (p *Policy) validateSpec(v *validator) {
+	s := &p.Spec
+	if s.Order != nil && (math.IsNaN(*s.Order) || math.IsInf(*s.Order, 0)) {
+		v.add("spec.order", "must be a finite number")
+	}
+	v.selector("spec.selector", s.Selector)
+	for i, t := range s.Types {
+		if t != PolicyTypeIngress && t != PolicyTypeEgress {
+			v.add(fmt.Sprintf("spec.types[%d]", i), "%q is not a policy type (Ingress or Egress)", t)
+		}
+	}
+	if len(s.Types) > 0 {
+		if len(s.Ingress) > 0 && !s.AppliesTo(PolicyTypeIngress) {
+			v.add("spec.ingress", "has rules but types does not include Ingress")
+		}
+		if len(s.Egress) > 0 && !s.AppliesTo(PolicyTypeEgress) {
+			v.add("spec.egress", "has rules but types does not include Egress")
+		}
+	}
+	for i := range s.Ingress {
+		s.Ingress[i].validate(v, fmt.Sprintf("spec.ingress[%d]", i))
+	}
+	for i := range s.Egress {
+		s.Egress[i].validate(v, fmt.Sprintf("spec.egress[%d]", i))
+	}
+}
+
+func (r *Rule) validate(v *validator, path string) {
+	switch r.Action {
+	case ActionAllow, ActionDeny, ActionLog, ActionPass:
+	case "":
+		v.add(path+".action", "is required (Allow, Deny, Log or Pass)")
+	default:
+		v.add(path+".action", "%q is not an action (Allow, Deny, Log or Pass)", r.Action)
+	}
+	if r.IPVersion != 0 && r.IPVersion != 4 && r.IPVersion != 6 {
+		v.add(path+".ipVersion", "%d is not 4 or 6", r.IPVersion)
+	}
+	hasPorts := len(r.Source.Ports)+len(r.Source.NotPorts)+len(r.Destination.Ports)+len(r.Destination.NotPorts) > 0
+	if hasPorts && (r.Protocol == nil || !r.Protocol.HasPorts()) {
+		v.add(path+".protocol", "ports need protocol tcp, udp or sctp")
+	}
+	if r.ICMP != nil {
+		if r.Protocol == nil || !r.Protocol.IsICMP() {
+			v.add(path+".icmp", "needs protocol icmp or icmpv6")
+		}
+		if r.ICMP.Type != nil && (*r.ICMP.Type < 0 || *r.ICMP.Type > 254) {
+			v.add(path+".icmp.type", "%d is out of range (0-254)", *r.ICMP.Type)
+		}
+		if r.ICMP.Code != nil {
+			if r.ICMP.Type == nil {
+				v.add(path+".icmp.code", "needs icmp.type")
+			}
+			if *r.ICMP.Code < 0 || *r.ICMP.Code > 255 {
+				v.add(path+".icmp.code", "%d is out of range (0-255)", *r.ICMP.Code)
+			}
+		}
+	}
+	if r.Protocol != nil && r.IPVersion != 0 {
+		if (r.Protocol.Number() == 1 && r.IPVersion == 6) || (r.Protocol.Number() == 58 && r.IPVersion == 4) {
+			v.add(path+".protocol", "%s does not go with ipVersion %d", r.Protocol, r.IPVersion)
+		}
+	}
+	r.Source.validate(v, path+".source", r.IPVersion)
+	r.Destination.validate(v, path+".destination", r.IPVersion)
+}
+
+func (e *EntityRule) validate(v *validator, path string, ipVersion int) {
+	v.selector(path+".selector", e.Selector)
+	v.selector(path+".notSelector", e.NotSelector)
+	check := func(name string, nets []string) {
+		for i, n := range nets {
+			field := fmt.Sprintf("%s.%s[%d]", path, name, i)
+			p, ok := v.cidrOrIP(field, n)
+			if ok && ipVersion != 0 && family(p) != ipVersion {
+				v.add(field, "%s is IPv%d but the rule has ipVersion %d", n, family(p), ipVersion)
+			}
+		}
+	}
+	check("nets", e.Nets)
+	check("notNets", e.NotNets)
+}
+
+// cidrOrIP accepts "10.0.0.0/8" or a bare address (as /32 or /128), like
+// Calico; host bits are an error because they are almost always a typo.
+func (v *validator) cidrOrIP(field, s string) (netip.Prefix, bool) {
+	if !strings.Contains(s, "/") {
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			return netip.PrefixFrom(a, a.BitLen()), true
+		}
+	}
+	return v.cidr(field, s)
+}
