@@ -179,7 +179,9 @@ func commands() map[string]command {
 	return m
 }
 
-func fileFlag(fs *pflag.FlagSet) { fs.StringP("filename", "f", "", "file with resources (- for stdin)") }
+func fileFlag(fs *pflag.FlagSet) {
+	fs.StringP("filename", "f", "", "file with resources (- for stdin)")
+}
 
 func outputFlag(fs *pflag.FlagSet) {
 	fs.StringP("output", "o", "table", "output format: table, yaml or json")
