@@ -10,12 +10,6 @@ import (
 
 func ipamFlags(fs *pflag.FlagSet) {}
 
-func runNode(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _ io.Reader, out io.Writer) error {
-	return errors.New("node status: not built yet")
-}
-func runBGP(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _ io.Reader, out io.Writer) error {
-	return errors.New("bgp routes: not built yet")
-}
 func runIPAM(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _ io.Reader, out io.Writer) error {
 	return errors.New("ipam: not built yet")
 }
