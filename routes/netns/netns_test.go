@@ -1,0 +1,67 @@
+package netns_test
+
+import (
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+
+	"github.com/calyx-net/calyx/routes/internal/nstest"
+	"github.com/calyx-net/calyx/routes/netns"
+)
+
+func TestDoEntersAndReturns(t *testing.T) {
+	ns := nstest.New(t, "nsdo")
+	ns.MustRun(t, "ip", "link", "add", "nsdo0", "type", "veth", "peer", "name", "nsdo1")
+	before, err := vns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer before.Close()
+
+	var inside []string
+	err = netns.Do(ns.Path, func() error {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			inside = append(inside, i.Name)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	if len(inside) != 3 {
+		t.Fatalf("interfaces seen inside = %v, want lo, nsdo0, nsdo1", inside)
+	}
+	after, err := vns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close()
+	if !before.Equal(after) {
+		t.Fatalf("thread left in another namespace after Do")
+	}
+
+	var n int
+	err = netns.DoHandle(ns.Path, func(h *netlink.Handle) error {
+		links, err := h.LinkList()
+		n = len(links)
+		return err
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("DoHandle saw %d links (err %v), want 3", n, err)
+	}
+}
+
+func TestMissingNamespace(t *testing.T) {
+	nstest.RequireRoot(t)
+	err := netns.Do("/run/netns/routes-no-such-namespace", func() error { return nil })
+	if !errors.Is(err, netns.ErrNotExist) {
+		t.Fatalf("Do on a missing namespace: %v, want ErrNotExist", err)
+	}
+	if netns.Exists("/run/netns/routes-no-such-namespace") {
+		t.Fatalf("Exists reports a missing namespace")
+	}
+}

@@ -1,0 +1,111 @@
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// dumpAttempts bounds retries of a dump that the kernel marked interrupted
+// (the table changed while it was being read).
+const dumpAttempts = 5
+
+// readKernel replaces the kernel view with a fresh read of our routes and
+// of the interfaces. Only the apply goroutine calls it (applyMu held).
+func (t *Table) readKernel() error {
+	t.counters.resyncs.Add(1)
+	actual := make(map[netip.Prefix]kroute, len(t.actual))
+	var extras []dupRoute
+	for _, fam := range t.families() {
+		a, e, err := t.readRoutes(fam)
+		if err != nil {
+			return err
+		}
+		for p, k := range a {
+			actual[p] = k
+		}
+		extras = append(extras, e...)
+	}
+	links, err := t.readLinks()
+	if err != nil {
+		return err
+	}
+	t.actual, t.extras = actual, extras
+	t.links = links
+	clear(t.linkNames)
+	for name, ls := range links {
+		t.linkNames[ls.index] = name
+	}
+	return nil
+}
+
+func (t *Table) families() []int {
+	switch t.opts.Family {
+	case FamilyV4:
+		return []int{unix.AF_INET}
+	case FamilyV6:
+		return []int{unix.AF_INET6}
+	}
+	return []int{unix.AF_INET, unix.AF_INET6}
+}
+
+// readRoutes lists the routes with our protocol in our table for one
+// family. If two of ours share a destination (a hand-made duplicate with
+// another metric), the one with the lowest metric is kept in view and the
+// others are returned as extras to delete.
+func (t *Table) readRoutes(family int) (map[netip.Prefix]kroute, []dupRoute, error) {
+	filter := &netlink.Route{Table: t.table, Protocol: netlink.RouteProtocol(t.opts.Protocol)}
+	mask := uint64(netlink.RT_FILTER_TABLE | netlink.RT_FILTER_PROTOCOL)
+	var lastErr error
+	for range dumpAttempts {
+		actual := make(map[netip.Prefix]kroute, len(t.actual))
+		var extras []dupRoute
+		err := t.h.RouteListFilteredIter(family, filter, mask, func(nr netlink.Route) bool {
+			p, k, ok := haveKernel(&nr)
+			if !ok {
+				return true
+			}
+			if prev, dup := actual[p]; dup {
+				if k.priority < prev.priority {
+					prev, k = k, prev
+					actual[p] = prev
+				}
+				extras = append(extras, dupRoute{dst: p, k: k})
+				return true
+			}
+			actual[p] = k
+			return true
+		})
+		if err == nil {
+			return actual, extras, nil
+		}
+		lastErr = err
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, nil, fmt.Errorf("list routes of protocol %d in table %d: %w", t.opts.Protocol, t.table, lastErr)
+}
+
+func (t *Table) readLinks() (map[string]linkState, error) {
+	var lastErr error
+	for range dumpAttempts {
+		list, err := t.h.LinkList()
+		if err == nil {
+			links := make(map[string]linkState, len(list))
+			for _, l := range list {
+				a := l.Attrs()
+				links[a.Name] = linkState{index: a.Index, up: a.RawFlags&unix.IFF_UP != 0}
+			}
+			return links, nil
+		}
+		lastErr = err
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("list interfaces: %w", lastErr)
+}

@@ -1,0 +1,217 @@
+package veth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyx-net/calyx/routes/netns"
+	"github.com/calyx-net/calyx/routes/sysctl"
+)
+
+// Setup creates the workload's veth pair, the workload end directly inside
+// spec.NetNSPath, and configures both ends. It is all or nothing: if any
+// step fails, what it created is removed before it returns.
+func (p *Plumber) Setup(ctx context.Context, spec Spec) (res Result, err error) {
+	spec, err = spec.normalized()
+	if err != nil {
+		return Result{}, fmt.Errorf("workload spec: %w", err)
+	}
+	hostH, err := netns.NewHandle(p.opts.HostNetNSPath)
+	if err != nil {
+		return Result{}, err
+	}
+	defer hostH.Close()
+	contNS, err := netns.Open(spec.NetNSPath)
+	if err != nil {
+		return Result{}, fmt.Errorf("workload network namespace: %w", err)
+	}
+	defer contNS.Close()
+	contH, err := netlink.NewHandleAt(contNS, unix.NETLINK_ROUTE)
+	if err != nil {
+		return Result{}, fmt.Errorf("netlink handle in %s: %w", spec.NetNSPath, err)
+	}
+	defer contH.Close()
+
+	// Never take over an interface that is already there.
+	if _, lerr := hostH.LinkByName(spec.HostIfName); lerr == nil {
+		return Result{}, fmt.Errorf("host interface %s already exists", spec.HostIfName)
+	} else if !isNotFound(lerr) {
+		return Result{}, fmt.Errorf("look up host interface %s: %w", spec.HostIfName, lerr)
+	}
+	if _, lerr := contH.LinkByName(spec.ContainerIfName); lerr == nil {
+		return Result{}, fmt.Errorf("interface %s already exists in %s", spec.ContainerIfName, spec.NetNSPath)
+	} else if !isNotFound(lerr) {
+		return Result{}, fmt.Errorf("look up %s in %s: %w", spec.ContainerIfName, spec.NetNSPath, lerr)
+	}
+
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name:         spec.HostIfName,
+			MTU:          spec.MTU,
+			HardwareAddr: HostMAC,
+		},
+		PeerName:      spec.ContainerIfName,
+		PeerNamespace: netlink.NsFd(int(contNS)),
+		PeerMTU:       uint32(spec.MTU),
+	}
+	if err := hostH.LinkAdd(veth); err != nil {
+		return Result{}, fmt.Errorf("create veth %s (peer %s in %s): %w", spec.HostIfName, spec.ContainerIfName, spec.NetNSPath, err)
+	}
+	defer func() {
+		if err != nil {
+			// Deleting the host end removes the pair wherever its peer is.
+			if cerr := deleteLink(hostH, spec.HostIfName); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("roll back: %w", cerr))
+			}
+		}
+	}()
+	if err = p.step(StepVethCreated); err != nil {
+		return Result{}, err
+	}
+
+	contLink, err := p.setupContainerSide(ctx, contH, spec)
+	if err != nil {
+		return Result{}, err
+	}
+	if err = p.step(StepContainerConfigured); err != nil {
+		return Result{}, err
+	}
+	hostLink, err := p.setupHostSide(ctx, hostH, spec)
+	if err != nil {
+		return Result{}, err
+	}
+	if err = p.step(StepHostConfigured); err != nil {
+		return Result{}, err
+	}
+	p.log.Debug("workload wired", "host_if", spec.HostIfName, "netns", spec.NetNSPath, "addresses", spec.Addresses)
+	return Result{
+		ContainerIfName: spec.ContainerIfName,
+		ContainerMAC:    contLink.Attrs().HardwareAddr,
+		ContainerIndex:  contLink.Attrs().Index,
+		SandboxPath:     spec.NetNSPath,
+		HostIfName:      spec.HostIfName,
+		HostMAC:         hostLink.Attrs().HardwareAddr,
+		HostIndex:       hostLink.Attrs().Index,
+	}, nil
+}
+
+// setupContainerSide gives the workload end its addresses and its routes:
+// 169.254.1.1 on-link and default via it; default via fe80::1 for IPv6.
+func (p *Plumber) setupContainerSide(ctx context.Context, h *netlink.Handle, spec Spec) (netlink.Link, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	link, err := h.LinkByName(spec.ContainerIfName)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in %s: %w", spec.ContainerIfName, spec.NetNSPath, err)
+	}
+	if spec.hasV6() {
+		err := netns.Do(spec.NetNSPath, func() error {
+			if !sysctl.IPv6Available() {
+				return errors.New("IPv6 address requested but the workload namespace has no IPv6")
+			}
+			_, err := sysctl.Ensure(sysctl.WorkloadInterface(spec.ContainerIfName))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("workload side IPv6 settings: %w", err)
+		}
+	}
+	for _, a := range spec.Addresses {
+		addr := &netlink.Addr{IPNet: ipNet(a)}
+		if a.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, addr); err != nil {
+			return nil, fmt.Errorf("add address %s to %s: %w", a, spec.ContainerIfName, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", spec.ContainerIfName, err)
+	}
+	idx := link.Attrs().Index
+	var routes []*netlink.Route
+	if spec.hasV4() {
+		routes = append(routes,
+			&netlink.Route{LinkIndex: idx, Dst: ipNet(netip.PrefixFrom(GatewayV4, 32)), Scope: netlink.SCOPE_LINK},
+			&netlink.Route{LinkIndex: idx, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: GatewayV4.AsSlice()},
+		)
+	}
+	if spec.hasV6() {
+		routes = append(routes,
+			&netlink.Route{LinkIndex: idx, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: GatewayV6.AsSlice()})
+	}
+	for _, r := range routes {
+		if err := h.RouteAdd(r); err != nil {
+			return nil, fmt.Errorf("add route %s in %s: %w", r, spec.NetNSPath, err)
+		}
+	}
+	// Re-read for the MAC the kernel gave it.
+	link, err = h.LinkByIndex(idx)
+	if err != nil {
+		return nil, fmt.Errorf("re-read %s: %w", spec.ContainerIfName, err)
+	}
+	return link, nil
+}
+
+// setupHostSide sets the proxy-ARP sysctls, brings the host end up and,
+// for IPv6, gives it the gateway address fe80::1.
+func (p *Plumber) setupHostSide(ctx context.Context, h *netlink.Handle, spec Spec) (netlink.Link, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	link, err := h.LinkByName(spec.HostIfName)
+	if err != nil {
+		return nil, fmt.Errorf("find host interface %s: %w", spec.HostIfName, err)
+	}
+	v6 := spec.hasV6()
+	err = netns.Do(p.opts.HostNetNSPath, func() error {
+		if v6 && !sysctl.IPv6Available() {
+			return errors.New("IPv6 address requested but the host namespace has no IPv6")
+		}
+		_, err := sysctl.Ensure(sysctl.HostInterface(spec.HostIfName, v6))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("host interface %s settings: %w", spec.HostIfName, err)
+	}
+	if v6 {
+		gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(GatewayV6, 64)), Flags: unix.IFA_F_NODAD}
+		if err := h.AddrAdd(link, gw); err != nil {
+			return nil, fmt.Errorf("add %s to %s: %w", GatewayV6, spec.HostIfName, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", spec.HostIfName, err)
+	}
+	return link, nil
+}
+
+// deleteLink removes a link by name; a missing link is not an error.
+func deleteLink(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}

@@ -1,0 +1,64 @@
+package veth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyx-net/calyx/routes/netns"
+)
+
+// Teardown removes a workload's veth pair. It is idempotent: a missing
+// namespace or interface counts as removed. Deleting the host end removes
+// both ends; the workload end is also looked for in case the host end was
+// renamed or lost.
+func (p *Plumber) Teardown(ctx context.Context, netnsPath, containerIfName, hostIfName string) error {
+	if hostIfName == "" {
+		return errors.New("teardown: host interface name is empty")
+	}
+	if err := validIfName("host interface", hostIfName); err != nil {
+		return fmt.Errorf("teardown: %w", err)
+	}
+	if containerIfName == "" {
+		containerIfName = DefaultContainerIfName
+	}
+	err := netns.DoHandle(p.opts.HostNetNSPath, func(h *netlink.Handle) error {
+		return deleteVeth(h, hostIfName)
+	})
+	if err != nil {
+		return fmt.Errorf("teardown host side: %w", err)
+	}
+	if ctx.Err() != nil || netnsPath == "" || !netns.Exists(netnsPath) {
+		return nil
+	}
+	err = netns.DoHandle(netnsPath, func(h *netlink.Handle) error {
+		return deleteVeth(h, containerIfName)
+	})
+	if err != nil && !errors.Is(err, netns.ErrNotExist) {
+		return fmt.Errorf("teardown workload side in %s: %w", netnsPath, err)
+	}
+	p.log.Debug("workload unwired", "host_if", hostIfName, "netns", netnsPath)
+	return nil
+}
+
+// deleteVeth deletes the named link if it is a veth; a missing link is
+// fine, any other kind of link is left alone and reported.
+func deleteVeth(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if l.Type() != "veth" {
+		return fmt.Errorf("%s is a %s, not a veth: left alone", name, l.Type())
+	}
+	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
