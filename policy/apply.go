@@ -1,0 +1,370 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// haveState is what the kernel holds, as last read or written.
+type haveState struct {
+	tables map[Family]map[Table]*haveTable
+	sets   map[string]*haveSet
+}
+
+type haveTable struct {
+	chains map[string]*haveChain
+	hooks  map[hook]int
+	stale  []string
+}
+
+type haveChain struct {
+	written *Chain // the rendered chain last written, when we wrote it
+	hashes  []string
+}
+
+type haveSet struct {
+	typ     string
+	family  Family
+	members map[netip.Prefix]struct{}
+	gen     uint64 // generation of the desired set last written; 0 when read
+}
+
+func (h *haveChain) equals(c *Chain) bool {
+	return h.written == c || slices.Equal(h.hashes, c.Hashes)
+}
+
+// tableBatch is what one table's section of an iptables-restore changes.
+type tableBatch struct {
+	table    Table
+	write    []*Chain
+	del      []string
+	addHooks []hook
+}
+
+// familyBatch is one iptables-restore call: a section per changed table,
+// each committed atomically on its own.
+type familyBatch struct {
+	family Family
+	text   string
+	tables []tableBatch
+}
+
+// plan is everything one Apply writes, in order.
+type plan struct {
+	setText     string // create/add/del/swap
+	setsWritten []*IPSet
+	members     int
+	batches     []familyBatch
+	destroyText string // sets no longer wanted, after no rule uses them
+	destroyed   []string
+}
+
+func (p *plan) empty() bool {
+	return p.setText == "" && len(p.batches) == 0 && p.destroyText == ""
+}
+
+// Apply writes what changed since the last Apply: set members in one ipset
+// batch, then each changed table in one iptables-restore, then destroys the
+// sets nothing uses any more. On the first call (and after a failure) it
+// first reads the kernel, so it writes only what differs from what is
+// there.
+func (d *Dataplane) Apply(ctx context.Context) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	err := d.apply(ctx)
+	d.record(err)
+	return err
+}
+
+func (d *Dataplane) apply(ctx context.Context) error {
+	start := time.Now()
+	if d.have == nil {
+		have, err := d.readKernel(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the kernel's policy state: %w", err)
+		}
+		d.have = have
+	}
+	d.mu.Lock()
+	d.m.refresh()
+	p := d.plan()
+	d.mu.Unlock()
+	if p.empty() {
+		return nil
+	}
+
+	if p.setText != "" {
+		if err := d.k.ipsetRestore(ctx, p.setText); err != nil {
+			d.have = nil
+			return fmt.Errorf("writing ipsets: %w", err)
+		}
+		for _, s := range p.setsWritten {
+			d.have.sets[s.Name] = &haveSet{typ: "hash:net", family: s.Family, members: s.Members, gen: s.gen}
+		}
+	}
+	for _, fb := range p.batches {
+		if err := d.k.iptablesRestore(ctx, fb.family, fb.text); err != nil {
+			// Tables before the failing one may have committed: read
+			// the kernel again rather than guess.
+			d.have = nil
+			return fmt.Errorf("writing IPv%d tables: %w", fb.family, err)
+		}
+		for _, b := range fb.tables {
+			ht := d.have.tables[fb.family][b.table]
+			for _, c := range b.write {
+				ht.chains[c.Name] = &haveChain{written: c, hashes: c.Hashes}
+			}
+			for _, name := range b.del {
+				delete(ht.chains, name)
+			}
+			for _, h := range b.addHooks {
+				ht.hooks[h] = 1
+			}
+			ht.stale = nil
+			d.stats.ChainsWritten += len(b.write)
+			d.stats.ChainsDeleted += len(b.del)
+		}
+	}
+	if p.destroyText != "" {
+		if err := d.k.ipsetRestore(ctx, p.destroyText); err != nil {
+			d.have = nil
+			return fmt.Errorf("destroying unused ipsets: %w", err)
+		}
+		for _, name := range p.destroyed {
+			delete(d.have.sets, name)
+		}
+	}
+	d.stats.Applies++
+	d.stats.SetsWritten += len(p.setsWritten)
+	d.stats.MembersChanged += p.members
+	d.stats.LastApply = time.Since(start)
+	d.log.Debug("policy applied", "sets", len(p.setsWritten), "members", p.members,
+		"restores", len(p.batches), "took", d.stats.LastApply)
+	return nil
+}
+
+// plan compares the desired state with d.have. Called with d.mu held.
+func (d *Dataplane) plan() *plan {
+	p := &plan{}
+	var sb strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(d.m.want.sets)) {
+		want := d.m.want.sets[name]
+		have := d.have.sets[name]
+		switch {
+		case have == nil:
+			writeCreate(&sb, name, want.Family)
+			for _, m := range sortedMembers(want.Members) {
+				writeMember(&sb, "add", name, m)
+			}
+			p.members += len(want.Members)
+		case have.gen != 0 && have.gen == want.gen:
+			continue
+		case have.typ != "hash:net" || have.family != want.Family:
+			// Cannot be swapped with a set of another type; leave it and
+			// say so (something other than us made it).
+			d.log.Error("ipset has the wrong type; destroy it by hand", "set", name, "type", have.typ, "family", have.family)
+			continue
+		default:
+			adds, dels := diffMembers(want.Members, have.members)
+			if len(adds)+len(dels) == 0 {
+				have.gen = want.gen
+				continue
+			}
+			if len(adds)+len(dels) > len(want.Members) && len(want.Members) > 64 {
+				// Mostly new content: fill a fresh set and swap it in
+				// atomically instead of many add/del.
+				d.tmpSeq++
+				tmp := "cx-tmp-" + strconv.Itoa(d.tmpSeq)
+				writeCreate(&sb, tmp, want.Family)
+				sb.WriteString("flush " + tmp + "\n")
+				for _, m := range sortedMembers(want.Members) {
+					writeMember(&sb, "add", tmp, m)
+				}
+				sb.WriteString("swap " + tmp + " " + name + "\n")
+				sb.WriteString("destroy " + tmp + "\n")
+			} else {
+				for _, m := range adds {
+					writeMember(&sb, "add", name, m)
+				}
+				for _, m := range dels {
+					writeMember(&sb, "del", name, m)
+				}
+			}
+			p.members += len(adds) + len(dels)
+		}
+		p.setsWritten = append(p.setsWritten, want)
+	}
+	p.setText = sb.String()
+
+	for _, f := range d.m.families {
+		fb := familyBatch{family: f}
+		sb.Reset()
+		for _, t := range tables {
+			if b, ok := d.planTable(&sb, f, t); ok {
+				fb.tables = append(fb.tables, b)
+			}
+		}
+		if len(fb.tables) > 0 {
+			fb.text = sb.String()
+			p.batches = append(p.batches, fb)
+		}
+	}
+
+	sb.Reset()
+	for _, name := range slices.Sorted(maps.Keys(d.have.sets)) {
+		if _, ok := d.m.want.sets[name]; !ok {
+			sb.WriteString("destroy " + name + "\n")
+			p.destroyed = append(p.destroyed, name)
+		}
+	}
+	p.destroyText = sb.String()
+	return p
+}
+
+// planTable appends one table's section to sb when the table changes.
+func (d *Dataplane) planTable(sb *strings.Builder, f Family, t Table) (tableBatch, bool) {
+	b := tableBatch{table: t}
+	want := d.m.want.chains[f][t]
+	ht := d.have.tables[f][t]
+	for _, c := range sortedChains(want) {
+		if h := ht.chains[c.Name]; h == nil || !h.equals(c) {
+			b.write = append(b.write, c)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(ht.chains)) {
+		if _, ok := want[name]; !ok {
+			b.del = append(b.del, name)
+		}
+	}
+	for _, h := range hooks {
+		if h.table == t && ht.hooks[h] == 0 {
+			b.addHooks = append(b.addHooks, h)
+		}
+	}
+	if len(b.write)+len(b.del)+len(b.addHooks)+len(ht.stale) == 0 {
+		return b, false
+	}
+	writeTableBatch(sb, t, b.write, b.del, b.addHooks, ht.stale...)
+	return b, true
+}
+
+// diffMembers lists what to add to have and remove from it to get want.
+func diffMembers(want, have map[netip.Prefix]struct{}) (adds, dels []netip.Prefix) {
+	for m := range want {
+		if _, ok := have[m]; !ok {
+			adds = append(adds, m)
+		}
+	}
+	for m := range have {
+		if _, ok := want[m]; !ok {
+			dels = append(dels, m)
+		}
+	}
+	slices.SortFunc(adds, comparePrefix)
+	slices.SortFunc(dels, comparePrefix)
+	return adds, dels
+}
+
+// readKernel reads our chains, hooks and sets back from the kernel.
+func (d *Dataplane) readKernel(ctx context.Context) (*haveState, error) {
+	have := &haveState{tables: map[Family]map[Table]*haveTable{}}
+	for _, f := range d.m.families {
+		have.tables[f] = map[Table]*haveTable{}
+		out, err := d.k.iptablesSave(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		kts := parseIptablesSave(out)
+		for _, t := range tables {
+			kt := kts[t]
+			ht := &haveTable{chains: map[string]*haveChain{}, hooks: kt.hooks, stale: kt.stale}
+			for name, hashes := range kt.chains {
+				ht.chains[name] = &haveChain{hashes: hashes}
+			}
+			have.tables[f][t] = ht
+		}
+	}
+	out, err := d.k.ipsetSave(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := parseIpsetSave(out)
+	if err != nil {
+		return nil, err
+	}
+	have.sets = map[string]*haveSet{}
+	for name, s := range ks {
+		if !slices.Contains(d.m.families, s.family) {
+			continue // a family we do not program (IPv6 off): not ours to judge
+		}
+		have.sets[name] = &haveSet{typ: s.typ, family: s.family, members: s.members}
+	}
+	d.stats.KernelReads++
+	return have, nil
+}
+
+// Resync re-reads the kernel; the next Apply rewrites whatever differs from
+// the desired state (a chain flushed or edited by hand, a set member
+// removed, a hook deleted).
+func (d *Dataplane) Resync(ctx context.Context) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	have, err := d.readKernel(ctx)
+	if err != nil {
+		d.have = nil
+		return fmt.Errorf("policy resync: %w", err)
+	}
+	d.have = have
+	return nil
+}
+
+// RemoveAll deletes every cx- chain, hook and set this Dataplane's families
+// have in the kernel, whatever the desired state (uninstall, tests). The
+// next Apply writes everything again.
+func (d *Dataplane) RemoveAll(ctx context.Context) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	have, err := d.readKernel(ctx)
+	d.have = nil
+	if err != nil {
+		return fmt.Errorf("policy remove: %w", err)
+	}
+	for _, f := range d.m.families {
+		var sb strings.Builder
+		for _, t := range tables {
+			ht := have.tables[f][t]
+			stale := ht.stale
+			for h, n := range ht.hooks {
+				for range n {
+					stale = append(stale, "-D "+h.builtin+" "+hookLine(h))
+				}
+			}
+			del := slices.Sorted(maps.Keys(ht.chains))
+			if len(del)+len(stale) > 0 {
+				writeTableBatch(&sb, t, nil, del, nil, stale...)
+			}
+		}
+		if sb.Len() == 0 {
+			continue
+		}
+		if err := d.k.iptablesRestore(ctx, f, sb.String()); err != nil {
+			return fmt.Errorf("policy remove: IPv%d tables: %w", f, err)
+		}
+	}
+	var sb strings.Builder
+	for name := range have.sets {
+		sb.WriteString("destroy " + name + "\n")
+	}
+	if sb.Len() > 0 {
+		if err := d.k.ipsetRestore(ctx, sb.String()); err != nil {
+			return fmt.Errorf("policy remove: ipsets: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,510 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/datastore/selector"
+)
+
+// endpoint is a workload endpoint as the model needs it.
+type endpoint struct {
+	name   string
+	local  bool
+	ifname string // local endpoints only
+	labels map[string]string
+	addrs  []netip.Prefix // host prefixes, sorted
+	// policies are the names of the policies whose selector matches this
+	// (local) endpoint, whatever their direction.
+	policies map[string]struct{}
+}
+
+// selSet is the membership of one rule selector: which endpoints it
+// matches. Its set holds their addresses.
+type selSet struct {
+	sel     *selector.Selector
+	refs    int
+	members map[string]struct{}
+}
+
+// netSetRef is a CIDR list used by rules with more than one net.
+type netSetRef struct {
+	family Family
+	nets   []netip.Prefix
+	refs   int
+}
+
+type pool struct {
+	cidr netip.Prefix
+	masq bool
+}
+
+// model holds the desired state, the selector index and what changed since
+// the last refresh. It is not safe for concurrent use; Dataplane locks it.
+type model struct {
+	cfg       *Config
+	families  []Family
+	policies  map[string]*compiledPolicy
+	endpoints map[string]*endpoint
+	ifaces    map[string]string // local interface name -> endpoint name
+	pools     []pool
+	selSets   map[string]*selSet    // by selector UniqueID
+	netSets   map[string]*netSetRef // by set name
+	sels      selectorCache
+	// policyUse counts the local endpoints each policy selects: only
+	// policies in use on this node get chains.
+	policyUse map[string]int
+
+	dirtyPolicies map[string]struct{}
+	dirtyIfaces   map[string]struct{}
+	dirtySelSets  map[string]struct{}
+	dirtyNetSets  map[string]struct{}
+	dispatchDirty bool
+	poolsDirty    bool
+
+	want wantState
+}
+
+// wantState is the rendered desired state.
+type wantState struct {
+	chains map[Family]map[Table]map[string]*Chain
+	sets   map[string]*IPSet
+	setGen uint64
+}
+
+func newModel(cfg *Config) *model {
+	m := &model{
+		cfg:           cfg,
+		families:      []Family{V4},
+		policies:      map[string]*compiledPolicy{},
+		endpoints:     map[string]*endpoint{},
+		ifaces:        map[string]string{},
+		selSets:       map[string]*selSet{},
+		netSets:       map[string]*netSetRef{},
+		policyUse:     map[string]int{},
+		dirtyPolicies: map[string]struct{}{},
+		dirtyIfaces:   map[string]struct{}{},
+		dirtySelSets:  map[string]struct{}{},
+		dirtyNetSets:  map[string]struct{}{},
+		dispatchDirty: true,
+		poolsDirty:    true,
+		want: wantState{
+			chains: map[Family]map[Table]map[string]*Chain{},
+			sets:   map[string]*IPSet{},
+		},
+	}
+	if cfg.IPv6 {
+		m.families = append(m.families, V6)
+	}
+	for _, f := range m.families {
+		byTable := map[Table]map[string]*Chain{}
+		for t, chains := range renderStatic(cfg, f) {
+			byTable[t] = map[string]*Chain{}
+			for _, c := range chains {
+				byTable[t][c.Name] = c
+			}
+		}
+		m.want.chains[f] = byTable
+	}
+	return m
+}
+
+// ---- policies ----------------------------------------------------------------
+
+func (m *model) setPolicy(p *datastore.Policy) error {
+	cp, err := compilePolicy(p, &m.sels)
+	if err != nil {
+		return err
+	}
+	old := m.policies[cp.name]
+	m.policies[cp.name] = cp
+	m.addRefs(cp)
+	if old != nil {
+		m.dropRefs(old)
+	}
+	m.dirtyPolicies[cp.name] = struct{}{}
+	// Which endpoints' chains change: only when what decides "applies to
+	// whom, in which order" changed. A change of rules alone rewrites the
+	// policy's own chains and nothing else.
+	if old != nil && old.selector.String() == cp.selector.String() && old.order == cp.order && old.applies == cp.applies {
+		return nil
+	}
+	reordered := old != nil && (old.order != cp.order || old.applies != cp.applies)
+	for _, ep := range m.endpoints {
+		if !ep.local {
+			continue
+		}
+		_, was := ep.policies[cp.name]
+		now := cp.selector.Evaluate(ep.labels)
+		switch {
+		case was != now:
+			if now {
+				ep.policies[cp.name] = struct{}{}
+				m.usePolicy(cp.name, +1)
+			} else {
+				delete(ep.policies, cp.name)
+				m.usePolicy(cp.name, -1)
+			}
+			m.dirtyIfaces[ep.ifname] = struct{}{}
+		case now && reordered:
+			m.dirtyIfaces[ep.ifname] = struct{}{}
+		}
+	}
+	return nil
+}
+
+func (m *model) deletePolicy(name string) {
+	old := m.policies[name]
+	if old == nil {
+		return
+	}
+	delete(m.policies, name)
+	m.dropRefs(old)
+	m.dirtyPolicies[name] = struct{}{}
+	for _, ep := range m.endpoints {
+		if _, ok := ep.policies[name]; ok {
+			delete(ep.policies, name)
+			m.dirtyIfaces[ep.ifname] = struct{}{}
+		}
+	}
+	delete(m.policyUse, name)
+}
+
+// usePolicy counts a local endpoint more or less for a policy; its chains
+// appear and go when the count leaves or reaches zero.
+func (m *model) usePolicy(name string, delta int) {
+	before := m.policyUse[name]
+	after := before + delta
+	if after <= 0 {
+		delete(m.policyUse, name)
+	} else {
+		m.policyUse[name] = after
+	}
+	if (before > 0) != (after > 0) {
+		m.dirtyPolicies[name] = struct{}{}
+	}
+}
+
+// addRefs counts the sets a policy's rules use, creating (and filling) the
+// ones that are new.
+func (m *model) addRefs(cp *compiledPolicy) {
+	forEachRule(cp, func(r *compiledRule) {
+		for _, s := range r.selectors() {
+			id := s.UniqueID()
+			ss := m.selSets[id]
+			if ss == nil {
+				ss = &selSet{sel: s, members: map[string]struct{}{}}
+				for _, ep := range m.endpoints {
+					if s.Evaluate(ep.labels) {
+						ss.members[ep.name] = struct{}{}
+					}
+				}
+				m.selSets[id] = ss
+				m.dirtySelSets[id] = struct{}{}
+			}
+			ss.refs++
+		}
+		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
+			name := netSetName(netsKey(nets), f)
+			ns := m.netSets[name]
+			if ns == nil {
+				ns = &netSetRef{family: f, nets: nets}
+				m.netSets[name] = ns
+				m.dirtyNetSets[name] = struct{}{}
+			}
+			ns.refs++
+		})
+	})
+}
+
+func (m *model) dropRefs(cp *compiledPolicy) {
+	forEachRule(cp, func(r *compiledRule) {
+		for _, s := range r.selectors() {
+			id := s.UniqueID()
+			if ss := m.selSets[id]; ss != nil {
+				if ss.refs--; ss.refs <= 0 {
+					delete(m.selSets, id)
+					m.dirtySelSets[id] = struct{}{}
+				}
+			}
+		}
+		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
+			name := netSetName(netsKey(nets), f)
+			if ns := m.netSets[name]; ns != nil {
+				if ns.refs--; ns.refs <= 0 {
+					delete(m.netSets, name)
+					m.dirtyNetSets[name] = struct{}{}
+				}
+			}
+		})
+	})
+}
+
+// forEachNetSet calls fn for every CIDR list of the rule that renders as a
+// set, by family.
+func forEachNetSet(r *compiledRule, families []Family, fn func(f Family, nets []netip.Prefix)) {
+	for _, f := range families {
+		if !r.inFamily(f) {
+			continue // not rendered in f: no set
+		}
+		for _, e := range []*compiledEntity{&r.src, &r.dst} {
+			pos, neg := entityNets(e, f)
+			for _, n := range []netMatch{pos, neg} {
+				if n.needsSet() {
+					fn(f, n.nets)
+				}
+			}
+		}
+	}
+}
+
+func forEachRule(cp *compiledPolicy, fn func(r *compiledRule)) {
+	for dir := range cp.rules {
+		for i := range cp.rules[dir] {
+			fn(&cp.rules[dir][i])
+		}
+	}
+}
+
+// ---- endpoints ---------------------------------------------------------------
+
+func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
+	name := w.Metadata.Name
+	if name == "" {
+		return fmt.Errorf("workload endpoint without a name")
+	}
+	ep := &endpoint{
+		name:   name,
+		local:  w.Spec.Node == m.cfg.NodeName,
+		labels: maps.Clone(w.Metadata.Labels),
+	}
+	for _, s := range w.Spec.IPNetworks {
+		p, err := parsePrefix(s)
+		if err != nil || !p.IsSingleIP() {
+			return fmt.Errorf("workload endpoint %q: ipNetworks: %q is not a single address", name, s)
+		}
+		ep.addrs = append(ep.addrs, p)
+	}
+	slices.SortFunc(ep.addrs, comparePrefix)
+	ep.addrs = slices.Compact(ep.addrs)
+	if ep.local {
+		ep.ifname = w.Spec.InterfaceName
+		if err := m.cfg.checkInterfaceName(ep.ifname); err != nil {
+			return fmt.Errorf("workload endpoint %q: %w", name, err)
+		}
+		if other, ok := m.ifaces[ep.ifname]; ok && other != name {
+			return fmt.Errorf("workload endpoint %q: interface %s already belongs to endpoint %q", name, ep.ifname, other)
+		}
+	}
+	old := m.endpoints[name]
+	m.endpoints[name] = ep
+	addrsChanged := old == nil || !slices.Equal(old.addrs, ep.addrs)
+
+	for id, ss := range m.selSets {
+		_, was := ss.members[name]
+		now := ss.sel.Evaluate(ep.labels)
+		if was != now {
+			if now {
+				ss.members[name] = struct{}{}
+			} else {
+				delete(ss.members, name)
+			}
+			m.dirtySelSets[id] = struct{}{}
+		} else if now && addrsChanged {
+			m.dirtySelSets[id] = struct{}{}
+		}
+	}
+
+	if old != nil {
+		for pname := range old.policies {
+			m.usePolicy(pname, -1)
+		}
+	}
+	if old != nil && old.local && (!ep.local || old.ifname != ep.ifname) {
+		delete(m.ifaces, old.ifname)
+		m.dirtyIfaces[old.ifname] = struct{}{}
+		m.dispatchDirty = true
+	}
+	if !ep.local {
+		return nil
+	}
+	if old == nil || !old.local || old.ifname != ep.ifname {
+		m.ifaces[ep.ifname] = name
+		m.dirtyIfaces[ep.ifname] = struct{}{}
+		m.dispatchDirty = true
+	}
+	ep.policies = map[string]struct{}{}
+	for pname, cp := range m.policies {
+		if cp.selector.Evaluate(ep.labels) {
+			ep.policies[pname] = struct{}{}
+			m.usePolicy(pname, +1)
+		}
+	}
+	if old == nil || !maps.Equal(old.policies, ep.policies) {
+		m.dirtyIfaces[ep.ifname] = struct{}{}
+	}
+	return nil
+}
+
+func (m *model) deleteEndpoint(name string) {
+	old := m.endpoints[name]
+	if old == nil {
+		return
+	}
+	delete(m.endpoints, name)
+	for id, ss := range m.selSets {
+		if _, ok := ss.members[name]; ok {
+			delete(ss.members, name)
+			m.dirtySelSets[id] = struct{}{}
+		}
+	}
+	for pname := range old.policies {
+		m.usePolicy(pname, -1)
+	}
+	if old.local {
+		delete(m.ifaces, old.ifname)
+		m.dirtyIfaces[old.ifname] = struct{}{}
+		m.dispatchDirty = true
+	}
+}
+
+// ---- pools -------------------------------------------------------------------
+
+func (m *model) setPools(pools []*datastore.IPPool) error {
+	var out []pool
+	for _, p := range pools {
+		pr, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil {
+			return fmt.Errorf("IP pool %q: cidr %q: %w", p.Metadata.Name, p.Spec.CIDR, err)
+		}
+		out = append(out, pool{cidr: pr.Masked(), masq: p.Spec.NATOutgoing})
+	}
+	m.pools = out
+	m.poolsDirty = true
+	return nil
+}
+
+// ---- refresh: dirty model -> rendered desired state ----------------------------
+
+// refresh re-renders what changed since the last call into m.want.
+func (m *model) refresh() {
+	for _, f := range m.families {
+		filter := m.want.chains[f][TableFilter]
+		for name := range m.dirtyPolicies {
+			cp := m.policies[name]
+			for _, dir := range []direction{ingress, egress} {
+				cname := policyChainName(name, dir)
+				if cp == nil || !cp.applies[dir] || m.policyUse[name] == 0 {
+					delete(filter, cname)
+					continue
+				}
+				filter[cname] = renderPolicyChain(m.cfg, cp, dir, f)
+			}
+		}
+		for ifname := range m.dirtyIfaces {
+			epName, ok := m.ifaces[ifname]
+			for _, dir := range []direction{ingress, egress} {
+				cname := endpointChainName(ifname, dir)
+				if !ok {
+					delete(filter, cname)
+					continue
+				}
+				filter[cname] = renderEndpointChain(m.cfg, ifname, dir, m.endpointPolicies(m.endpoints[epName], dir))
+			}
+		}
+		if m.dispatchDirty {
+			for name := range filter {
+				if isDispatchChain(name) {
+					delete(filter, name)
+				}
+			}
+			ifaces := sortedIfaces(slices.Collect(maps.Keys(m.ifaces)))
+			for _, dir := range []direction{ingress, egress} {
+				for _, c := range renderDispatch(m.cfg, ifaces, dir) {
+					filter[c.Name] = c
+				}
+			}
+		}
+	}
+	for id := range m.dirtySelSets {
+		ss := m.selSets[id]
+		for _, f := range m.families {
+			name := selectorSetName(id, f)
+			if ss == nil {
+				delete(m.want.sets, name)
+				continue
+			}
+			members := map[netip.Prefix]struct{}{}
+			for epName := range ss.members {
+				for _, a := range m.endpoints[epName].addrs {
+					if prefixFamily(a) == f {
+						members[a] = struct{}{}
+					}
+				}
+			}
+			m.putSet(name, f, members)
+		}
+	}
+	for name := range m.dirtyNetSets {
+		ns := m.netSets[name]
+		if ns == nil {
+			delete(m.want.sets, name)
+			continue
+		}
+		members := map[netip.Prefix]struct{}{}
+		for _, p := range ns.nets {
+			members[p] = struct{}{}
+		}
+		m.putSet(name, ns.family, members)
+	}
+	if m.poolsDirty {
+		for _, f := range m.families {
+			all, masq := map[netip.Prefix]struct{}{}, map[netip.Prefix]struct{}{}
+			for _, p := range m.pools {
+				if prefixFamily(p.cidr) != f {
+					continue
+				}
+				all[p.cidr] = struct{}{}
+				if p.masq {
+					masq[p.cidr] = struct{}{}
+				}
+			}
+			m.putSet(familySetName(setPoolsAll, f), f, all)
+			m.putSet(familySetName(setPoolsMasq, f), f, masq)
+		}
+	}
+	clear(m.dirtyPolicies)
+	clear(m.dirtyIfaces)
+	clear(m.dirtySelSets)
+	clear(m.dirtyNetSets)
+	m.dispatchDirty, m.poolsDirty = false, false
+}
+
+// putSet stores a set's members, bumping its generation only when they
+// changed.
+func (m *model) putSet(name string, f Family, members map[netip.Prefix]struct{}) {
+	if old := m.want.sets[name]; old != nil && maps.Equal(old.Members, members) {
+		return
+	}
+	m.want.setGen++
+	m.want.sets[name] = &IPSet{Name: name, Family: f, Members: members, gen: m.want.setGen}
+}
+
+// endpointPolicies lists, in order, the policies applying to a local
+// endpoint in one direction.
+func (m *model) endpointPolicies(ep *endpoint, dir direction) []string {
+	ps := make([]*compiledPolicy, 0, len(ep.policies))
+	for name := range ep.policies {
+		ps = append(ps, m.policies[name])
+	}
+	return sortedPolicies(ps, dir)
+}
+
+func isDispatchChain(name string) bool {
+	return hasPrefix(name, chainFromDisp) || hasPrefix(name, chainToDisp)
+}
+
+func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
