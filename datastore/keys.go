@@ -42,17 +42,23 @@ func ParseKey(key string) (kind Kind, name string, ok bool) {
 // that is the same for the same attachment every time, so a repeated CNI ADD
 // finds the same endpoint.
 func WorkloadEndpointName(node, containerID, ifName string) string {
+	raw := fmt.Sprintf("%s-%s-%s", node, containerID, ifName)
+	if name := sanitizeLabel(raw); name == raw && len(name) <= 63 {
+		return name
+	}
+	// Too long (runtimes use 64-hex container IDs), or sanitizing changed
+	// it and so might merge distinct attachments: keep a readable head and
+	// make the name unique with a hash of the whole attachment.
 	id := containerID
 	if len(id) > 12 {
 		id = id[:12]
 	}
-	name := sanitizeLabel(fmt.Sprintf("%s-%s-%s", node, id, ifName))
-	if len(name) <= 63 {
-		return name
-	}
-	// Too long: keep a readable head and make it unique with a hash.
+	head := sanitizeLabel(fmt.Sprintf("%s-%s-%s", node, id, ifName))
 	h := shortHash(node + "/" + containerID + "/" + ifName)
-	return strings.TrimRight(name[:63-len(h)-1], "-") + "-" + h
+	if len(head) > 63-len(h)-1 {
+		head = strings.TrimRight(head[:63-len(h)-1], "-")
+	}
+	return head + "-" + h
 }
 
 func sanitizeLabel(s string) string {

@@ -293,16 +293,28 @@ func TestParseKindForms(t *testing.T) {
 }
 
 func TestWorkloadEndpointName(t *testing.T) {
-	n := WorkloadEndpointName("host1.example.com", "0123456789abcdef0123", "eth0")
-	if n != "host1-example-com-0123456789ab-eth0" {
-		t.Errorf("name %q", n)
+	if n := WorkloadEndpointName("host1", "abc123", "eth0"); n != "host1-abc123-eth0" {
+		t.Errorf("short name %q", n)
 	}
-	long := WorkloadEndpointName(strings.Repeat("h", 70), "abc", "eth0")
-	if len(long) > 63 || !dns1123Label.MatchString(long) {
-		t.Errorf("long name %q is not a DNS-1123 label", long)
+	if n := WorkloadEndpointName("host1.example.com", "abc123", "eth0"); !strings.HasPrefix(n, "host1-example-com-abc123-eth0-") {
+		t.Errorf("sanitized name %q", n)
 	}
-	if long == WorkloadEndpointName(strings.Repeat("h", 70), "abd", "eth0") {
-		t.Error("distinct attachments got the same name")
+	// Runtime-style IDs sharing a 12-character prefix must not collide.
+	a := WorkloadEndpointName("host1", "0123456789ab"+strings.Repeat("c", 52), "eth0")
+	b := WorkloadEndpointName("host1", "0123456789ab"+strings.Repeat("d", 52), "eth0")
+	if a == b {
+		t.Errorf("distinct containers share the name %q", a)
+	}
+	for _, n := range []string{a, b, WorkloadEndpointName(strings.Repeat("h", 70), "abc", "eth0"), WorkloadEndpointName("h", "a_b", "eth0")} {
+		if len(n) > 63 || !dns1123Label.MatchString(n) {
+			t.Errorf("name %q is not a DNS-1123 label", n)
+		}
+	}
+	if WorkloadEndpointName("h", "a_b", "eth0") == WorkloadEndpointName("h", "a.b", "eth0") {
+		t.Error("sanitizing merged distinct container IDs")
+	}
+	if a != WorkloadEndpointName("host1", "0123456789ab"+strings.Repeat("c", 52), "eth0") {
+		t.Error("the name is not stable")
 	}
 }
 

@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"net/netip"
+	"sort"
+
+	"github.com/calyx-net/calyx/bgp"
+	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/datastore/ipam"
+	"github.com/calyx-net/calyx/routes"
+)
+
+// The calculation from the cluster state to each part's desired state.
+// Pure functions: the loop calls them under its lock and hands the results
+// to the parts.
+
+// endpointPrefixes parses a workload endpoint's addresses, skipping any that
+// do not parse (validation keeps them out of etcd).
+func endpointPrefixes(w *datastore.WorkloadEndpoint) []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range w.Spec.IPNetworks {
+		if p, err := netip.ParsePrefix(n); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// ownBlocks are the blocks whose affinity is this node.
+func ownBlocks(node string, blocks map[netip.Prefix]*ipam.Block) []netip.Prefix {
+	var out []netip.Prefix
+	for p, b := range blocks {
+		if b.Affinity == node {
+			out = append(out, p)
+		}
+	}
+	sortPrefixes(out)
+	return out
+}
+
+// desiredLocalRoutes: a device route to each local workload address, and a
+// blackhole for each block this node owns, so that traffic for a free
+// address in it is dropped here instead of bouncing off the default route.
+func desiredLocalRoutes(node string, local map[string]*datastore.WorkloadEndpoint, blocks map[netip.Prefix]*ipam.Block) []routes.Route {
+	var out []routes.Route
+	seen := map[netip.Prefix]bool{}
+	for _, w := range local {
+		for _, p := range endpointPrefixes(w) {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			out = append(out, routes.Route{Dst: p, Type: routes.RouteDevice, LinkName: w.Spec.InterfaceName})
+		}
+	}
+	for _, p := range ownBlocks(node, blocks) {
+		if !seen[p] {
+			out = append(out, routes.Route{Dst: p, Type: routes.RouteBlackhole})
+		}
+	}
+	return out
+}
+
+// desiredAdvertisements: each owned block as one prefix (or, with
+// advertiseBlocks off, each local workload address), plus a /32 (/128) for
+// every address this node borrowed from another node's block. IPv6
+// prefixes are announced only when the node has an IPv6 next hop.
+func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*datastore.WorkloadEndpoint, blocks map[netip.Prefix]*ipam.Block, advertiseBlocks bool) []bgp.Advertisement {
+	want := map[netip.Prefix]bool{}
+	if advertiseBlocks {
+		for _, p := range ownBlocks(node, blocks) {
+			want[p] = true
+		}
+	} else {
+		for _, w := range local {
+			for _, p := range endpointPrefixes(w) {
+				want[p] = true
+			}
+		}
+	}
+	for _, b := range blocks {
+		if b.Affinity == node {
+			continue
+		}
+		for _, ip := range b.BorrowedBy(node) {
+			want[netip.PrefixFrom(ip, ip.BitLen())] = true
+		}
+	}
+	var out []bgp.Advertisement
+	for p := range want {
+		nh := nh4
+		if p.Addr().Is6() {
+			nh = nh6
+		}
+		if !nh.IsValid() {
+			continue
+		}
+		out = append(out, bgp.Advertisement{Prefix: p, NextHop: nh})
+	}
+	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Prefix, out[j].Prefix) })
+	return out
+}
+
+// learnedRoutes turns the BGP best paths into kernel routes. A learned
+// prefix that equals one of this node's own routes (a local workload or an
+// owned block) is skipped: learned routes never override the node's own.
+// Covering routes (a default from the ToR) and more-specific ones inside an
+// owned block (an address another node borrowed from it) are installed:
+// longest-prefix match keeps each where it belongs.
+func learnedRoutes(learned map[netip.Prefix][]netip.Addr, own []routes.Route, self []netip.Addr) []routes.Route {
+	mine := map[netip.Prefix]bool{}
+	for _, r := range own {
+		mine[r.Dst] = true
+	}
+	isSelf := map[netip.Addr]bool{}
+	for _, a := range self {
+		isSelf[a] = true
+	}
+	var out []routes.Route
+	for p, hops := range learned {
+		if mine[p] || len(hops) == 0 {
+			continue
+		}
+		var nh []netip.Addr
+		for _, h := range hops {
+			if !isSelf[h] && h.Is4() == p.Addr().Is4() {
+				nh = append(nh, h)
+			}
+		}
+		if len(nh) == 0 {
+			continue
+		}
+		out = append(out, routes.Route{Dst: p, Type: routes.RouteGateway, NextHops: nh})
+	}
+	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Dst, out[j].Dst) })
+	return out
+}
+
+func prefixLess(a, b netip.Prefix) bool {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c < 0
+	}
+	return a.Bits() < b.Bits()
+}
+
+func sortPrefixes(ps []netip.Prefix) {
+	sort.Slice(ps, func(i, j int) bool { return prefixLess(ps[i], ps[j]) })
+}

@@ -1,0 +1,542 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	apipb "github.com/calyx-net/calyx/cni/api"
+	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/datastore/ipam"
+	"github.com/calyx-net/calyx/routes"
+	"github.com/calyx-net/calyx/routes/veth"
+)
+
+// cniServer serves the calyx CNI plugin: ADD wires a workload, DEL
+// unwires it, CHECK verifies it, GC removes what the runtime no longer
+// knows, STATUS says whether ADD can work now.
+type cniServer struct {
+	apipb.UnimplementedCNIServer
+	a     *Agent
+	locks attachmentLocks
+}
+
+// lockAttachment serializes the calls on one attachment (see
+// attachmentLocks).
+func (s *cniServer) lockAttachment(ctx context.Context, at attachment) (func(), error) {
+	unlock, err := s.locks.lock(ctx, at.endpoint)
+	if err != nil {
+		return nil, apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "another CNI call for endpoint %s is still running: %v", at.endpoint, err)
+	}
+	return unlock, nil
+}
+
+// attachment is what identifies one workload interface and what the agent
+// derives from it.
+type attachment struct {
+	containerID, ifName, netns string
+	endpoint                   string // WorkloadEndpoint name
+	hostIf                     string // cx + 11 hex
+	handle                     string // IPAM handle
+}
+
+func (a *Agent) attachmentOf(inv *apipb.Invocation) (attachment, error) {
+	if inv == nil || inv.ContainerId == "" {
+		return attachment{}, apipb.Errorf(codes.InvalidArgument, 4, "CNI_CONTAINERID is empty")
+	}
+	ifName := inv.Ifname
+	if ifName == "" {
+		ifName = "eth0"
+	}
+	if len(ifName) > 15 || strings.ContainsAny(ifName, "/ \t\n:") || ifName == "." || ifName == ".." {
+		return attachment{}, apipb.Errorf(codes.InvalidArgument, 4, "CNI_IFNAME %q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", ifName)
+	}
+	name := datastore.WorkloadEndpointName(a.node, inv.ContainerId, ifName)
+	return attachment{
+		containerID: inv.ContainerId, ifName: ifName, netns: inv.Netns,
+		endpoint: name, hostIf: veth.HostInterfaceName(name), handle: ipam.HandleID(inv.ContainerId, ifName),
+	}, nil
+}
+
+// observe records a request's outcome in the metrics.
+func (s *cniServer) observe(verb string, start time.Time, err error) {
+	result := "ok"
+	if err != nil {
+		result = "999"
+		if ce, ok := apipb.CNIErrorFrom(err); ok {
+			result = fmt.Sprint(ce.Code)
+		}
+	}
+	s.a.metrics.cniRequests.WithLabelValues(verb, result).Inc()
+	s.a.metrics.cniDuration.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+}
+
+func (s *cniServer) notReady() error {
+	if !s.a.isSynced() {
+		return apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "calyx-agent on %s is starting: the datastore is not in sync yet", s.a.node)
+	}
+	return nil
+}
+
+// Add wires a workload: addresses from IPAM, the veth pair, the host
+// route, the policy chains, the WorkloadEndpoint. Any failure undoes every
+// step already taken, in reverse order.
+func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apipb.AddReply, err error) {
+	start := time.Now()
+	defer func() { s.observe("add", start, err) }()
+	a := s.a
+	if err := s.notReady(); err != nil {
+		return nil, err
+	}
+	inv := req.GetInvocation()
+	at, err := a.attachmentOf(inv)
+	if err != nil {
+		return nil, err
+	}
+	if at.netns == "" {
+		return nil, apipb.Errorf(codes.InvalidArgument, 4, "CNI_NETNS is empty")
+	}
+	if _, statErr := os.Stat(at.netns); statErr != nil {
+		return nil, apipb.Errorf(codes.InvalidArgument, 4, "CNI_NETNS %s: %v", at.netns, statErr)
+	}
+	labels, err := a.endpointLabels(inv)
+	if err != nil {
+		return nil, err
+	}
+	log := a.log.With("container", shortID(at.containerID), "endpoint", at.endpoint)
+	unlock, err := s.lockAttachment(ctx, at)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	// A repeated ADD for a working attachment returns what it has; for a
+	// broken one it removes the old plumbing and wires it again.
+	rebuild := false
+	if w := a.localEndpoint(at.endpoint); w != nil {
+		if owner := w.Spec.ContainerID; owner != "" && owner != at.containerID {
+			return nil, endpointConflict(at, owner)
+		}
+		cerr := a.plumber.Check(ctx, a.vethSpec(at, w, inv))
+		if cerr == nil {
+			log.Info("repeated ADD for a working endpoint; returning its result")
+			return &apipb.AddReply{Result: a.resultFor(at, w, nil)}, nil
+		}
+		log.Info("repeated ADD for a broken endpoint; rebuilding it", "problem", cerr)
+		rebuild = true
+	}
+
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+			log.Warn("ADD failed; every step undone", "err", err)
+		}
+	}()
+	// Undo uses its own context: the request's may be what ended.
+	cleanupCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 30*time.Second)
+	}
+
+	addrs, err := a.ipam.Allocate(ctx, ipam.Request{
+		Handle: at.handle, Node: a.node,
+		Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+	})
+	if err != nil {
+		return nil, ipamError(err)
+	}
+	undo = append(undo, func() {
+		c, cancel := cleanupCtx()
+		defer cancel()
+		if rerr := a.ipam.Release(c, at.handle); rerr != nil {
+			log.Error("undo: releasing addresses", "err", rerr)
+		}
+	})
+
+	w := a.newEndpoint(at, inv, labels, addrs)
+	if err := a.fault("ipam-allocated"); err != nil {
+		return nil, err
+	}
+	if rebuild {
+		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
+			return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
+		}
+	}
+	res, err := a.plumber.Setup(ctx, a.vethSpec(at, w, inv))
+	if err != nil {
+		return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
+	}
+	undo = append(undo, func() {
+		c, cancel := cleanupCtx()
+		defer cancel()
+		if terr := a.plumber.Teardown(c, at.netns, at.ifName, at.hostIf); terr != nil {
+			log.Error("undo: removing the veth", "err", terr)
+		}
+	})
+	w.Spec.MAC = res.ContainerMAC.String()
+	if err := a.fault("veth-created"); err != nil {
+		return nil, err
+	}
+
+	// Make the endpoint part of this node's desired state before etcd
+	// knows it, so that nothing recomputed meanwhile removes its route,
+	// and program its route and policy now: it must be reachable when ADD
+	// returns, not after the next sync.
+	a.mu.Lock()
+	a.pendingAdd[at.endpoint] = w
+	delete(a.pendingDel, at.endpoint)
+	a.mu.Unlock()
+	undo = append(undo, func() {
+		a.mu.Lock()
+		delete(a.pendingAdd, at.endpoint)
+		a.mu.Unlock()
+		a.policy.DeleteEndpoint(at.endpoint)
+		for _, p := range addrs {
+			a.local.DeleteRoute(p)
+		}
+		c, cancel := cleanupCtx()
+		defer cancel()
+		a.local.ApplyPrefixes(c, addrs...)
+		a.poke()
+	})
+	for _, p := range addrs {
+		if err := a.local.ApplyRoute(ctx, routes.Route{Dst: p, Type: routes.RouteDevice, LinkName: at.hostIf}); err != nil {
+			return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "host route to %s: %v", p, err)
+		}
+	}
+	a.setPolicyEndpoint(w)
+	if err := a.policy.Apply(ctx); err != nil {
+		return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "programming policy: %v", err)
+	}
+	if err := a.fault("dataplane-programmed"); err != nil {
+		return nil, err
+	}
+
+	if _, err := a.client.Apply(ctx, w); err != nil {
+		return nil, apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "writing WorkloadEndpoint %s: %v", at.endpoint, err)
+	}
+	a.poke()
+	log.Info("workload added", "addresses", w.Spec.IPNetworks, "host_interface", at.hostIf, "took", time.Since(start).Round(time.Microsecond))
+	return &apipb.AddReply{Result: a.resultFor(at, w, &res)}, nil
+}
+
+// fault fails the request at a named step when CALYX_AGENT_FAULT names it:
+// a test hook to prove that every step is undone (docs/agent.md).
+func (a *Agent) fault(step string) error {
+	if os.Getenv("CALYX_AGENT_FAULT") == step {
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "injected fault after %s (CALYX_AGENT_FAULT)", step)
+	}
+	return nil
+}
+
+// endpointConflict: the endpoint name of this attachment is taken by
+// another container's. Endpoint names keep only the first 12 characters of
+// the container ID, so two IDs sharing them collide; refusing is the only
+// safe answer, since wiring would take over the other workload's veth.
+func endpointConflict(at attachment, owner string) error {
+	return apipb.Errorf(codes.AlreadyExists, apipb.CodeEndpointConflict,
+		"WorkloadEndpoint %s (host interface %s) belongs to container %s, not %s: their IDs share the first 12 characters the endpoint name is made of",
+		at.endpoint, at.hostIf, owner, at.containerID)
+}
+
+func ipamError(err error) error {
+	switch {
+	case errors.Is(err, ipam.ErrPoolExhausted), errors.Is(err, ipam.ErrMaxBlocks):
+		return apipb.Errorf(codes.ResourceExhausted, apipb.CodeIPAMExhausted, "allocating addresses: %v", err)
+	case errors.Is(err, ipam.ErrNoPoolForNode):
+		return apipb.Errorf(codes.FailedPrecondition, apipb.CodeIPAMExhausted, "allocating addresses: %v (create an IPPool whose nodeSelector matches this node)", err)
+	case errors.Is(err, ipam.ErrContention), errors.Is(err, context.DeadlineExceeded):
+		return apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "allocating addresses: %v", err)
+	}
+	return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "allocating addresses: %v", err)
+}
+
+// endpointLabels: the runtime's labels plus the automatic ones.
+func (a *Agent) endpointLabels(inv *apipb.Invocation) (map[string]string, error) {
+	labels := map[string]string{}
+	var problems []string
+	for k, v := range inv.GetLabels() {
+		if err := datastore.ValidateLabel(k, v); err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		labels[k] = v
+	}
+	if len(problems) > 0 {
+		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidNetworkConfig, "runtimeConfig.labels: %s", strings.Join(problems, "; "))
+	}
+	labels[datastore.LabelNode] = a.node
+	if ns := inv.GetArgs().GetK8SPodNamespace(); ns != "" {
+		labels[datastore.LabelNamespace] = ns
+	}
+	if pod := inv.GetArgs().GetK8SPodName(); pod != "" {
+		labels[datastore.LabelPod] = pod
+	}
+	for k, v := range labels {
+		if datastore.ValidateLabel(k, v) != nil {
+			delete(labels, k) // a pod name too long for a label value
+		}
+	}
+	return labels, nil
+}
+
+func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, labels map[string]string, addrs []netip.Prefix) *datastore.WorkloadEndpoint {
+	r, _ := datastore.NewResource(datastore.KindWorkloadEndpoint)
+	w := r.(*datastore.WorkloadEndpoint)
+	w.Metadata.Name = at.endpoint
+	w.Metadata.Labels = labels
+	workload := at.containerID
+	if ns, pod := inv.GetArgs().GetK8SPodNamespace(), inv.GetArgs().GetK8SPodName(); ns != "" && pod != "" {
+		workload = ns + "/" + pod
+	}
+	w.Spec = datastore.WorkloadEndpointSpec{
+		Node: a.node, Workload: workload, ContainerID: at.containerID,
+		InterfaceName: at.hostIf, ContainerInterface: at.ifName,
+	}
+	for _, p := range addrs {
+		w.Spec.IPNetworks = append(w.Spec.IPNetworks, p.String())
+	}
+	return w
+}
+
+func (a *Agent) vethSpec(at attachment, w *datastore.WorkloadEndpoint, inv *apipb.Invocation) veth.Spec {
+	return veth.Spec{NetNSPath: at.netns, ContainerIfName: at.ifName, HostIfName: at.hostIf, Addresses: endpointPrefixes(w), MTU: int(inv.GetMtu())}
+}
+
+// resultFor builds the CNI result: the workload interface, its addresses
+// and default routes via the link-local gateways that proxy-ARP answers.
+func (a *Agent) resultFor(at attachment, w *datastore.WorkloadEndpoint, res *veth.Result) *apipb.Result {
+	iface := &apipb.Interface{Name: at.ifName, Sandbox: at.netns, Mac: w.Spec.MAC}
+	if res != nil {
+		iface.Mac = res.ContainerMAC.String()
+	}
+	out := &apipb.Result{Interfaces: []*apipb.Interface{iface, {Name: at.hostIf, Mac: "ee:ee:ee:ee:ee:ee"}}}
+	zero := int32(0)
+	for _, p := range endpointPrefixes(w) {
+		ip := &apipb.IPConfig{Address: p.String(), Interface: &zero}
+		if p.Addr().Is4() {
+			ip.Gateway = "169.254.1.1"
+			out.Routes = append(out.Routes, &apipb.Route{Dst: "0.0.0.0/0", Gw: "169.254.1.1"})
+		} else {
+			ip.Gateway = "fe80::1"
+			out.Routes = append(out.Routes, &apipb.Route{Dst: "::/0", Gw: "fe80::1"})
+		}
+		out.Ips = append(out.Ips, ip)
+	}
+	return out
+}
+
+// localEndpoint is this node's endpoint of that name, if any.
+func (a *Agent) localEndpoint(name string) *datastore.WorkloadEndpoint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pendingDel[name] {
+		return nil
+	}
+	if w := a.pendingAdd[name]; w != nil {
+		return w
+	}
+	if w := a.state.endpoints[name]; w != nil && w.Spec.Node == a.node {
+		return w
+	}
+	return nil
+}
+
+// Del unwires a workload. Idempotent: whatever is already gone (netns,
+// link, addresses, endpoint) is not an error.
+func (s *cniServer) Del(ctx context.Context, req *apipb.DelRequest) (reply *apipb.DelReply, err error) {
+	start := time.Now()
+	defer func() { s.observe("del", start, err) }()
+	if err := s.notReady(); err != nil {
+		return nil, err
+	}
+	at, err := s.a.attachmentOf(req.GetInvocation())
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockAttachment(ctx, at)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := s.a.removeAttachment(ctx, at); err != nil {
+		return nil, err
+	}
+	return &apipb.DelReply{}, nil
+}
+
+// removeAttachment undoes an ADD; the caller holds the attachment's lock.
+func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
+	w := a.localEndpoint(at.endpoint)
+	if w != nil && w.Spec.ContainerID != "" && w.Spec.ContainerID != at.containerID {
+		// The endpoint (and its veth, route and policy) is another
+		// container's, whose ID shares our endpoint name: its ADD was
+		// refused, so at most our own addresses are left to release.
+		a.log.Warn("DEL for a container whose endpoint name belongs to another; releasing only its addresses",
+			"container", shortID(at.containerID), "endpoint", at.endpoint, "owner", shortID(w.Spec.ContainerID))
+		if err := a.ipam.Release(ctx, at.handle); err != nil {
+			return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "releasing addresses of %s: %v", at.handle, err)
+		}
+		return nil
+	}
+	if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the veth %s: %v", at.hostIf, err)
+	}
+	a.mu.Lock()
+	delete(a.pendingAdd, at.endpoint)
+	if _, inEtcd := a.state.endpoints[at.endpoint]; inEtcd {
+		a.pendingDel[at.endpoint] = true
+	}
+	a.mu.Unlock()
+	a.policy.DeleteEndpoint(at.endpoint)
+	if w != nil {
+		// The route's link is gone with the veth; drop it from the
+		// desired set now so the table does not keep it pending.
+		ps := endpointPrefixes(w)
+		for _, p := range ps {
+			a.local.DeleteRoute(p)
+		}
+		a.local.ApplyPrefixes(ctx, ps...)
+	}
+	a.poke()
+	if err := a.ipam.Release(ctx, at.handle); err != nil {
+		return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "releasing addresses of %s: %v", at.handle, err)
+	}
+	if err := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "deleting WorkloadEndpoint %s: %v", at.endpoint, err)
+	}
+	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint)
+	return nil
+}
+
+// Check verifies the attachment in the workload's namespace and on the
+// host, and that the runtime's prevResult matches what the agent holds.
+func (s *cniServer) Check(ctx context.Context, req *apipb.CheckRequest) (reply *apipb.CheckReply, err error) {
+	start := time.Now()
+	defer func() { s.observe("check", start, err) }()
+	a := s.a
+	if err := s.notReady(); err != nil {
+		return nil, err
+	}
+	inv := req.GetInvocation()
+	at, err := a.attachmentOf(inv)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := s.lockAttachment(ctx, at)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	w := a.localEndpoint(at.endpoint)
+	if w == nil || (w.Spec.ContainerID != "" && w.Spec.ContainerID != at.containerID) {
+		return nil, apipb.Errorf(codes.NotFound, 3, "no workload endpoint %s on %s for container %s", at.endpoint, a.node, shortID(at.containerID))
+	}
+	if err := a.plumber.Check(ctx, a.vethSpec(at, w, inv)); err != nil {
+		return nil, apipb.Errorf(codes.FailedPrecondition, apipb.CodeDataplaneFailed, "%v", err)
+	}
+	want := map[string]bool{}
+	for _, p := range endpointPrefixes(w) {
+		want[p.String()] = true
+	}
+	for _, ip := range inv.GetPrevResult().GetIps() {
+		if !want[ip.Address] {
+			return nil, apipb.Errorf(codes.FailedPrecondition, apipb.CodeDataplaneFailed, "prevResult address %s is not the endpoint's (%v)", ip.Address, w.Spec.IPNetworks)
+		}
+	}
+	for _, p := range endpointPrefixes(w) {
+		found := false
+		for _, r := range a.local.Routes() {
+			if r.Dst == p && r.LinkName == at.hostIf {
+				found = true
+			}
+		}
+		if !found {
+			return nil, apipb.Errorf(codes.FailedPrecondition, apipb.CodeDataplaneFailed, "no host route to %s via %s", p, at.hostIf)
+		}
+	}
+	return &apipb.CheckReply{}, nil
+}
+
+// Status: ADD can work when the datastore is in sync, policy is programmed
+// and a pool serves this node.
+func (s *cniServer) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.StatusReply, error) {
+	a := s.a
+	if !a.isSynced() {
+		return &apipb.StatusReply{Ready: false, Reason: "the datastore is not in sync yet"}, nil
+	}
+	if err := a.policy.Ready(); err != nil {
+		return &apipb.StatusReply{Ready: false, Reason: err.Error()}, nil
+	}
+	a.mu.Lock()
+	pools := 0
+	for _, p := range a.state.pools {
+		if !p.Spec.Disabled {
+			pools++
+		}
+	}
+	a.mu.Unlock()
+	if pools == 0 {
+		return &apipb.StatusReply{Ready: false, Reason: "no enabled IPPool exists (calyxctl apply -f pool.yaml)"}, nil
+	}
+	return &apipb.StatusReply{Ready: true}, nil
+}
+
+// GC removes this node's attachments that the runtime no longer lists.
+func (s *cniServer) GC(ctx context.Context, req *apipb.GCRequest) (reply *apipb.GCReply, err error) {
+	start := time.Now()
+	defer func() { s.observe("gc", start, err) }()
+	a := s.a
+	if err := s.notReady(); err != nil {
+		return nil, err
+	}
+	valid := map[string]bool{}
+	for _, v := range req.GetValidAttachments() {
+		valid[v.ContainerId+"/"+v.Ifname] = true
+	}
+	a.mu.Lock()
+	var stale []*datastore.WorkloadEndpoint
+	for _, w := range a.localEndpointsLocked() {
+		if w.Spec.ContainerID != "" && !valid[w.Spec.ContainerID+"/"+w.Spec.ContainerInterface] {
+			stale = append(stale, w)
+		}
+	}
+	a.mu.Unlock()
+	reply = &apipb.GCReply{}
+	var errs []string
+	for _, w := range stale {
+		at := attachment{containerID: w.Spec.ContainerID, ifName: w.Spec.ContainerInterface, endpoint: w.Metadata.Name,
+			hostIf: w.Spec.InterfaceName, handle: ipam.HandleID(w.Spec.ContainerID, w.Spec.ContainerInterface)}
+		unlock, err := s.lockAttachment(ctx, at)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		err = a.removeAttachment(ctx, at)
+		unlock()
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		reply.Removed = append(reply.Removed, &apipb.Attachment{ContainerId: at.containerID, Ifname: at.ifName})
+	}
+	if len(errs) > 0 {
+		return reply, apipb.Errorf(codes.Internal, apipb.CodeInternal, "GC: %s", strings.Join(errs, "; "))
+	}
+	return reply, nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

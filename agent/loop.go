@@ -1,0 +1,318 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/calyx-net/calyx/bgp"
+	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/routes"
+)
+
+// onSyncerEvents folds a batch of datastore changes into the state, feeds
+// the policy dataplane (its setters only touch memory) and wakes the
+// dataplane loop.
+func (a *Agent) onSyncerEvents(evs []datastore.Event) {
+	var ch changes
+	var pools []*datastore.IPPool
+	a.mu.Lock()
+	for _, ev := range evs {
+		a.state.apply(ev, &ch)
+		a.confirmOverlay(ev)
+		a.feedPolicy(ev)
+	}
+	if ch.policy {
+		for _, p := range a.state.pools {
+			pools = append(pools, p)
+		}
+	}
+	a.mu.Unlock()
+	if ch.policy {
+		if err := a.policy.SetPools(pools); err != nil {
+			a.log.Error("policy: pools refused", "err", err)
+		}
+	}
+	if ch.inSync && !a.isSynced() {
+		a.log.Info("datastore in sync", "revision", evs[len(evs)-1].Revision)
+		close(a.synced)
+	}
+	if ch.any() {
+		a.poke()
+	}
+}
+
+// confirmOverlay drops CNI-made overlay entries once the syncer reports
+// the same change from etcd.
+func (a *Agent) confirmOverlay(ev datastore.Event) {
+	w, ok := ev.Value.(*datastore.WorkloadEndpoint)
+	if ev.Type == datastore.EventDelete {
+		w, ok = ev.Prev.(*datastore.WorkloadEndpoint)
+		if ok {
+			delete(a.pendingDel, w.Metadata.Name)
+		}
+		return
+	}
+	if ok {
+		delete(a.pendingAdd, w.Metadata.Name)
+	}
+}
+
+func (a *Agent) feedPolicy(ev datastore.Event) {
+	switch ev.Type {
+	case datastore.EventAdd, datastore.EventUpdate:
+		switch v := ev.Value.(type) {
+		case *datastore.WorkloadEndpoint:
+			if !a.pendingDel[v.Metadata.Name] {
+				a.setPolicyEndpoint(v)
+			}
+		case *datastore.Policy:
+			if err := a.policy.SetPolicy(v); err != nil {
+				a.log.Error("policy refused; the previous version stays in force", "policy", v.Metadata.Name, "err", err)
+			}
+		}
+	case datastore.EventDelete:
+		switch v := ev.Prev.(type) {
+		case *datastore.WorkloadEndpoint:
+			if a.pendingAdd[v.Metadata.Name] == nil {
+				a.policy.DeleteEndpoint(v.Metadata.Name)
+			}
+		case *datastore.Policy:
+			a.policy.DeletePolicy(v.Metadata.Name)
+		}
+	}
+}
+
+func (a *Agent) setPolicyEndpoint(w *datastore.WorkloadEndpoint) {
+	if err := a.policy.SetEndpoint(w); err != nil {
+		a.log.Error("policy: endpoint refused", "endpoint", w.Metadata.Name, "err", err)
+	}
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// localEndpointsLocked is this node's endpoints: those in etcd, plus the
+// ones a CNI ADD is writing, minus the ones a CNI DEL removed.
+func (a *Agent) localEndpointsLocked() map[string]*datastore.WorkloadEndpoint {
+	out := map[string]*datastore.WorkloadEndpoint{}
+	for name, w := range a.state.endpoints {
+		if w.Spec.Node == a.node && !a.pendingDel[name] {
+			out[name] = w
+		}
+	}
+	for name, w := range a.pendingAdd {
+		out[name] = w
+	}
+	return out
+}
+
+// dataplaneLoop waits for the first datastore in-sync (so that a restarted
+// agent never removes what it is about to recreate), programs the
+// dataplane once, then keeps it following the state.
+func (a *Agent) dataplaneLoop(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-a.synced:
+	}
+	a.recompute(ctx)
+	start := time.Now()
+	if err := a.local.Apply(ctx); err != nil {
+		a.log.Error("programming workload routes", "err", err)
+	}
+	if err := a.sysctls.Apply(ctx); err != nil {
+		a.log.Error("programming sysctls", "err", err)
+	}
+	a.log.Info("dataplane programmed from the datastore", "took", time.Since(start).Round(time.Millisecond))
+	go a.local.Run(ctx)
+	go a.learned.Run(ctx)
+	go a.sysctls.Run(ctx)
+	go a.policy.Run(ctx)
+
+	grDone := a.startBGP(ctx)
+	reconcile := time.NewTicker(a.cfg.ResyncInterval)
+	defer reconcile.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.kick:
+			a.recompute(ctx)
+		case <-grDone:
+			grDone = nil
+			a.mu.Lock()
+			a.grSwept = true
+			a.mu.Unlock()
+			a.recompute(ctx)
+			if err := a.learned.Apply(ctx); err != nil {
+				a.log.Error("programming learned routes", "err", err)
+			}
+			a.log.Info("BGP initial sync done: learned routes programmed, stale ones swept")
+		case <-reconcile.C:
+			a.reconcileLearned(ctx)
+		}
+	}
+}
+
+// recompute derives every part's desired state from the cluster state and
+// hands it over. Parts diff against what they have, so repeating it with an
+// unchanged state changes nothing.
+func (a *Agent) recompute(ctx context.Context) {
+	a.mu.Lock()
+	local := a.localEndpointsLocked()
+	localRoutes := desiredLocalRoutes(a.node, local, a.state.blocks)
+	advs := desiredAdvertisements(a.node, a.nodeIP, a.nodeIP6, local, a.state.blocks, a.state.bgpSpec().BlocksAdvertised())
+	var peers []bgp.Peer
+	peersChanged := false
+	if a.bgpStarted {
+		peers = bgp.DesiredPeers(a.selfNodeLocked(), a.nodeListLocked(), a.peerListLocked(), a.state.bgpSpec())
+		if !reflect.DeepEqual(peers, a.lastPeers) {
+			peersChanged, a.lastPeers = true, peers
+		}
+	}
+	var learned []routes.Route
+	swept := a.grSwept
+	if swept {
+		learned = learnedRoutes(a.learnedPaths, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
+	}
+	started := a.bgpStarted
+	a.metrics.localEndpoints.Set(float64(len(local)))
+	a.mu.Unlock()
+
+	if err := a.local.SetRoutes(localRoutes); err != nil {
+		a.log.Error("workload routes refused", "err", err)
+	}
+	if swept {
+		if err := a.learned.SetRoutes(learned); err != nil {
+			a.log.Error("learned routes refused", "err", err)
+		}
+	}
+	if !started {
+		return
+	}
+	if peersChanged {
+		if err := a.speaker.SetPeers(ctx, peers); err != nil {
+			a.log.Error("setting BGP peers", "err", err)
+		}
+	}
+	if err := a.speaker.SetAdvertisements(ctx, advs); err != nil {
+		a.log.Error("setting BGP advertisements", "err", err)
+	}
+}
+
+func (a *Agent) selfNodeLocked() *datastore.Node {
+	if n := a.state.nodes[a.node]; n != nil {
+		return n
+	}
+	// Our Node was deleted from etcd under us: keep peering as registered.
+	n := &datastore.Node{Metadata: datastore.Metadata{Name: a.node}}
+	n.Spec.Address = a.nodeIP.String()
+	return n
+}
+
+func (a *Agent) nodeListLocked() []*datastore.Node {
+	out := make([]*datastore.Node, 0, len(a.state.nodes))
+	for _, n := range a.state.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (a *Agent) peerListLocked() []*datastore.BGPPeer {
+	out := make([]*datastore.BGPPeer, 0, len(a.state.peers))
+	for _, p := range a.state.peers {
+		out = append(out, p)
+	}
+	return out
+}
+
+// startBGP starts the speaker from the synced configuration and returns
+// the channel that says when the learned routes may be programmed (after
+// End-of-RIB from the peers, so routes kept over a restart are swept only
+// once the peers have re-sent theirs).
+func (a *Agent) startBGP(ctx context.Context) <-chan struct{} {
+	a.mu.Lock()
+	spec := a.state.bgpSpec()
+	self := a.selfNodeLocked()
+	a.mu.Unlock()
+	asn := spec.EffectiveASNumber()
+	if self.Spec.ASNumber != 0 {
+		asn = self.Spec.ASNumber
+	}
+	routerID := a.nodeIP
+	if self.Spec.RouterID != "" {
+		if id, err := netip.ParseAddr(self.Spec.RouterID); err == nil {
+			routerID = id
+		}
+	}
+	port := a.cfg.BGPPort
+	if port == 179 && spec.EffectiveListenPort() != 179 {
+		port = spec.EffectiveListenPort()
+	}
+	families := []bgp.Family{bgp.IPv4Unicast}
+	if a.nodeIP6.IsValid() {
+		families = append(families, bgp.IPv6Unicast)
+	}
+	g := bgp.Global{
+		ASN: asn, RouterID: routerID, ListenPort: port, Families: families,
+		GracefulRestart: bgp.GracefulRestart{Enabled: spec.GracefulRestartEnabled(), RestartTime: time.Duration(spec.GracefulRestartTime()) * time.Second},
+	}
+	if err := a.speaker.Start(ctx, g); err != nil {
+		a.log.Error("BGP speaker did not start; workloads on this node are reachable only from it", "err", err)
+		return nil
+	}
+	a.speaker.Subscribe(a.onLearned)
+	a.mu.Lock()
+	a.bgpStarted = true
+	a.mu.Unlock()
+	a.log.Info("BGP speaker started", "as", asn, "router_id", routerID, "port", port, "graceful_restart", g.GracefulRestart.Enabled)
+	a.recompute(ctx)
+	return a.speaker.InitialSyncDone()
+}
+
+// onLearned merges a batch of best-path changes; the speaker calls it from
+// its own goroutine.
+func (a *Agent) onLearned(u bgp.LearnedUpdate) {
+	a.mu.Lock()
+	for p, hops := range u.Routes {
+		if len(hops) == 0 {
+			delete(a.learnedPaths, p)
+		} else {
+			a.learnedPaths[p] = hops
+		}
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+// reconcileLearned replaces the learned paths with a fresh read of the RIB,
+// so that a missed event can never leave a stale route in the kernel.
+func (a *Agent) reconcileLearned(ctx context.Context) {
+	a.mu.Lock()
+	started := a.bgpStarted
+	a.mu.Unlock()
+	if !started {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	paths, err := a.speaker.Learned(rctx)
+	if err != nil {
+		a.log.Warn("reading the BGP RIB for reconcile", "err", err)
+		return
+	}
+	a.mu.Lock()
+	changed := !reflect.DeepEqual(paths, a.learnedPaths)
+	a.learnedPaths = paths
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("learned routes differed from the RIB; reconciled")
+		a.poke()
+	}
+}

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/calyx-net/calyx/datastore"
+)
+
+// detectNodeIP is the source address the kernel would use to reach the
+// outside world: that of the default route, as --node-ip documents.
+func detectNodeIP() (netip.Addr, error) {
+	routes, err := netlink.RouteGet(net.IPv4(192, 0, 2, 1))
+	if err != nil || len(routes) == 0 || routes[0].Src == nil {
+		return netip.Addr{}, fmt.Errorf("cannot find the default route's source address (%v): set --node-ip", err)
+	}
+	a, _ := netip.AddrFromSlice(routes[0].Src.To4())
+	return a, nil
+}
+
+// registerNode creates this node's Node or brings its address (and AS, if
+// the flag set one) up to date, keeping what operators set: labels, route
+// reflector cluster ID, router ID.
+func registerNode(ctx context.Context, c *datastore.Client, name string, addr, addr6 netip.Addr, asn uint32) (*datastore.Node, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		r, err := c.Get(ctx, datastore.KindNode, name)
+		if errors.Is(err, datastore.ErrNotFound) {
+			nr, _ := datastore.NewResource(datastore.KindNode)
+			n := nr.(*datastore.Node)
+			n.Metadata.Name = name
+			n.Metadata.Labels = map[string]string{datastore.LabelNode: name}
+			fillNode(n, addr, addr6, asn)
+			if err := datastore.Validate(n); err != nil {
+				return nil, err
+			}
+			if _, err := c.Create(ctx, n); errors.Is(err, datastore.ErrAlreadyExists) {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			return n, nil
+		} else if err != nil {
+			return nil, err
+		}
+		n := r.(*datastore.Node)
+		before := n.Spec
+		hadLabel := n.Metadata.Labels[datastore.LabelNode] == name
+		fillNode(n, addr, addr6, asn)
+		if before == n.Spec && hadLabel {
+			return n, nil
+		}
+		if n.Metadata.Labels == nil {
+			n.Metadata.Labels = map[string]string{}
+		}
+		n.Metadata.Labels[datastore.LabelNode] = name
+		if _, err := c.Update(ctx, n); errors.Is(err, datastore.ErrConflict) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		return n, nil
+	}
+	return nil, fmt.Errorf("registering node %q: too many concurrent updates", name)
+}
+
+func fillNode(n *datastore.Node, addr, addr6 netip.Addr, asn uint32) {
+	n.Spec.Address = addr.String()
+	if addr6.IsValid() {
+		n.Spec.IPv6Address = addr6.String()
+	}
+	if asn != 0 {
+		n.Spec.ASNumber = asn
+	}
+}

@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"net/netip"
+
+	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/datastore/ipam"
+)
+
+// clusterState is the agent's typed view of the datastore, fed by the
+// syncer. It is owned by the agent's main loop; nothing else touches it.
+type clusterState struct {
+	bgpConfig  *datastore.BGPConfig
+	ipamConfig *datastore.IPAMConfig
+	nodes      map[string]*datastore.Node
+	peers      map[string]*datastore.BGPPeer
+	pools      map[string]*datastore.IPPool
+	endpoints  map[string]*datastore.WorkloadEndpoint
+	policies   map[string]*datastore.Policy
+	blocks     map[netip.Prefix]*ipam.Block
+	inSync     bool
+}
+
+func newClusterState() *clusterState {
+	return &clusterState{
+		nodes:     map[string]*datastore.Node{},
+		peers:     map[string]*datastore.BGPPeer{},
+		pools:     map[string]*datastore.IPPool{},
+		endpoints: map[string]*datastore.WorkloadEndpoint{},
+		policies:  map[string]*datastore.Policy{},
+		blocks:    map[netip.Prefix]*ipam.Block{},
+	}
+}
+
+// changes says which parts of the state an event batch touched, so the
+// agent recomputes only what depends on them.
+type changes struct {
+	bgp       bool // nodes, peers, BGP config: the peer set
+	blocks    bool // IPAM blocks: blackholes and advertisements
+	endpoints bool // workload endpoints: routes, policy, advertisements
+	policy    bool // policies and pools: policy dataplane
+	inSync    bool // the syncer reached (or re-reached) in-sync
+}
+
+func (c changes) any() bool { return c.bgp || c.blocks || c.endpoints || c.policy || c.inSync }
+
+// apply folds one syncer event into the state.
+func (s *clusterState) apply(ev datastore.Event, ch *changes) {
+	if ev.Type == datastore.EventInSync {
+		s.inSync = true
+		ch.inSync = true
+		return
+	}
+	val := ev.Value
+	if ev.Type == datastore.EventDelete {
+		val = ev.Prev
+	}
+	deleted := ev.Type == datastore.EventDelete
+	switch v := val.(type) {
+	case *datastore.BGPConfig:
+		s.bgpConfig = pick(deleted, v)
+		ch.bgp, ch.blocks = true, true // advertiseBlocks lives here
+	case *datastore.IPAMConfig:
+		s.ipamConfig = pick(deleted, v)
+	case *datastore.Node:
+		setOrDelete(s.nodes, v.Metadata.Name, v, deleted)
+		ch.bgp = true
+	case *datastore.BGPPeer:
+		setOrDelete(s.peers, v.Metadata.Name, v, deleted)
+		ch.bgp = true
+	case *datastore.IPPool:
+		setOrDelete(s.pools, v.Metadata.Name, v, deleted)
+		ch.policy = true // natOutgoing and the all-pools set
+	case *datastore.WorkloadEndpoint:
+		setOrDelete(s.endpoints, v.Metadata.Name, v, deleted)
+		ch.endpoints = true
+	case *datastore.Policy:
+		setOrDelete(s.policies, v.Metadata.Name, v, deleted)
+		ch.policy = true
+	case *ipam.Block:
+		setOrDelete(s.blocks, v.Prefix, v, deleted)
+		ch.blocks = true
+	}
+}
+
+func pick[T any](deleted bool, v *T) *T {
+	if deleted {
+		return nil
+	}
+	return v
+}
+
+func setOrDelete[K comparable, V any](m map[K]V, k K, v V, deleted bool) {
+	if deleted {
+		delete(m, k)
+	} else {
+		m[k] = v
+	}
+}
+
+// bgpSpec is the BGPConfig spec, or nil (defaults) when there is none.
+func (s *clusterState) bgpSpec() *datastore.BGPConfigSpec {
+	if s.bgpConfig == nil {
+		return nil
+	}
+	return &s.bgpConfig.Spec
+}

@@ -1,0 +1,204 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+)
+
+// connectRetry is how often a session that is down retries (GoBGP's default
+// of 120 s leaves a peer that booted after us unconnected for minutes).
+const connectRetry = 5 * time.Second
+
+// goBGP is the Speaker on an embedded GoBGP v3 server. Every GoBGP type
+// stays in the gobgp*.go files.
+type goBGP struct {
+	log *slog.Logger
+
+	// mu guards the fields below and serialises the setters, so that the
+	// diff against peers/advs is never interleaved.
+	mu      sync.Mutex
+	srv     *server.BgpServer
+	global  Global
+	started bool
+	closed  bool
+	peers   map[netip.Addr]Peer
+	advs    map[netip.Prefix]netip.Addr // announced prefix → next hop (invalid: self)
+	subs    []*subscriber
+	// ctx lives from Start to Close; the watches hang off it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	sync   *syncTracker
+}
+
+// NewGoBGP returns a Speaker backed by an embedded GoBGP server. It does
+// nothing until Start.
+func NewGoBGP(logger *slog.Logger) Speaker {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	b := &goBGP{
+		log:   logger,
+		peers: map[netip.Addr]Peer{},
+		advs:  map[netip.Prefix]netip.Addr{},
+	}
+	b.sync = newSyncTracker(logger)
+	return b
+}
+
+func (b *goBGP) Start(ctx context.Context, g Global) error {
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("bgp start: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return errors.New("bgp start: speaker is closed")
+	case b.started:
+		return errors.New("bgp start: speaker already started")
+	}
+	g.Families = append([]Family(nil), g.families()...)
+	srv := server.NewBgpServer(server.LoggerOption(newGoBGPLogger(b.log)))
+	go srv.Serve()
+
+	port := g.ListenPort
+	if port == 0 {
+		port = DefaultPort
+	}
+	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:              g.ASN,
+		RouterId:         g.RouterID.String(),
+		ListenPort:       int32(port),
+		ListenAddresses:  g.ListenAddresses,
+		UseMultiplePaths: true,
+	}})
+	if err != nil {
+		// The listeners may be half open; StopBgp closes what exists.
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
+	}
+	if err := installExportPolicy(ctx, srv); err != nil {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		return fmt.Errorf("bgp start: export policy: %w", err)
+	}
+	b.srv, b.global, b.started = srv, g, true
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if err := b.sync.start(b.ctx, srv, g.restartTime()); err != nil {
+		b.cancel()
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		b.started = false
+		return fmt.Errorf("bgp start: watching sessions: %w", err)
+	}
+	for _, s := range b.subs {
+		if err := s.watch(b.ctx, srv, g.RouterID.String()); err != nil {
+			b.log.Error("bgp: cannot watch best paths for a subscriber", "err", err)
+		}
+	}
+	b.log.Info("bgp speaker started", "as", g.ASN, "routerID", g.RouterID, "port", port,
+		"gracefulRestart", g.GracefulRestart.Enabled, "restartTime", g.restartTime(), "families", fmt.Sprint(g.Families))
+	return nil
+}
+
+// server returns the running GoBGP server, or an error before Start or
+// after Close.
+func (b *goBGP) server() (*server.BgpServer, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.serverLocked()
+}
+
+func (b *goBGP) serverLocked() (*server.BgpServer, error) {
+	switch {
+	case b.closed:
+		return nil, errors.New("bgp speaker is closed")
+	case !b.started:
+		return nil, errors.New("bgp speaker is not started")
+	}
+	return b.srv, nil
+}
+
+func (b *goBGP) InitialSyncDone() <-chan struct{} { return b.sync.done }
+
+func (b *goBGP) Close(graceful bool) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	if !b.started {
+		b.mu.Unlock()
+		return nil
+	}
+	// Stop the watches first: tearing sessions down withdraws every learned
+	// path inside GoBGP, and the agent must not see (and delete) them.
+	b.cancel()
+	subs, srv := b.subs, b.srv
+	sessions := make([]Peer, 0, len(b.peers))
+	for _, p := range b.peers {
+		sessions = append(sessions, p)
+	}
+	listenPort := b.global.ListenPort
+	if listenPort == 0 {
+		listenPort = DefaultPort
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.wait()
+	}
+	b.sync.wait()
+
+	if graceful {
+		// GoBGP v3.37 has no StopBgp that spares graceful restart: it sends
+		// Cease to every established peer, which makes them drop our routes
+		// (RFC 4724 section 4). So the TCP connections are shut down first,
+		// as if the process had died; with no session left established,
+		// StopBgp has nobody to send Cease to.
+		n, err := abortSessions(sessions, listenPort)
+		if err != nil {
+			b.log.Warn("bgp: cannot shut BGP connections down; peers may get a Cease", "err", err)
+		}
+		b.waitNoneEstablished(srv, 5*time.Second)
+		b.log.Info("bgp speaker stopping gracefully: sessions closed without NOTIFICATION", "connections", n)
+	}
+	if err := srv.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
+		return fmt.Errorf("bgp stop: %w", err)
+	}
+	b.log.Info("bgp speaker stopped", "graceful", graceful)
+	return nil
+}
+
+// waitNoneEstablished polls until GoBGP has noticed that every session is
+// gone (it reads EOF right after the shutdown), or the timeout.
+func (b *goBGP) waitNoneEstablished(srv *server.BgpServer, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		up := 0
+		err := srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
+			if p.GetState().GetSessionState() == api.PeerState_ESTABLISHED {
+				up++
+			}
+		})
+		if err == nil && up == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("bgp: sessions still established after shutting their connections down", "count", up)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hostPort joins an address and port for log and error messages.
+func hostPort(a netip.Addr, port int) string {
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}

@@ -1,0 +1,154 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+)
+
+var sessionStates = map[api.PeerState_SessionState]SessionState{
+	api.PeerState_IDLE:        StateIdle,
+	api.PeerState_CONNECT:     StateConnect,
+	api.PeerState_ACTIVE:      StateActive,
+	api.PeerState_OPENSENT:    StateOpenSent,
+	api.PeerState_OPENCONFIRM: StateOpenConfirm,
+	api.PeerState_ESTABLISHED: StateEstablished,
+}
+
+func (b *goBGP) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
+	b.mu.Lock()
+	srv, err := b.serverLocked()
+	peers := make([]Peer, 0, len(b.peers))
+	for _, p := range b.peers {
+		peers = append(peers, p)
+	}
+	b.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("bgp peer status: %w", err)
+	}
+	got := map[netip.Addr]*api.Peer{}
+	err = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+			got[a.Unmap()] = p
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bgp peer status: %w", err)
+	}
+	slices.SortFunc(peers, func(a, b Peer) int { return a.Address.Compare(b.Address) })
+	out := make([]PeerStatus, 0, len(peers))
+	for _, p := range peers {
+		st := PeerStatus{Address: p.Address, Type: p.Type, ASN: p.ASN, Description: p.Description, State: StateUnknown}
+		if ap := got[p.Address]; ap != nil {
+			fillStatus(&st, ap)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func fillStatus(st *PeerStatus, ap *api.Peer) {
+	if s, ok := sessionStates[ap.GetState().GetSessionState()]; ok {
+		st.State = s
+	}
+	timers := ap.GetTimers().GetState()
+	since := timers.GetDowntime()
+	if st.State == StateEstablished {
+		since = timers.GetUptime()
+		st.RemoteRouterID = ap.GetState().GetRouterId()
+	}
+	if since != nil && since.GetSeconds() != 0 {
+		st.Since = since.AsTime()
+	}
+	for _, af := range ap.GetAfiSafis() {
+		gr := af.GetMpGracefulRestart().GetState()
+		negotiated := gr.GetReceived() && ap.GetGracefulRestart().GetEnabled()
+		if negotiated && st.State == StateEstablished {
+			st.GracefulRestart = true
+		}
+		s := af.GetState()
+		st.PrefixesReceived += s.GetReceived()
+		st.PrefixesAccepted += s.GetAccepted()
+		adv := s.GetAdvertised()
+		if negotiated && adv > 0 {
+			adv-- // GoBGP counts the End-of-RIB marker it would send
+		}
+		st.PrefixesAdvertised += adv
+	}
+}
+
+func (b *goBGP) RIB(ctx context.Context) ([]RIBEntry, error) {
+	b.mu.Lock()
+	srv, err := b.serverLocked()
+	families := b.global.families()
+	localAS := b.global.ASN
+	b.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("bgp rib: %w", err)
+	}
+	var out []RIBEntry
+	for _, f := range families {
+		err := srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: apiFamily(f)},
+			func(d *api.Destination) { out = append(out, destinationEntries(d, localAS)...) })
+		if err != nil {
+			return nil, fmt.Errorf("bgp rib %s: %w", f, err)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b RIBEntry) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out, nil
+}
+
+// destinationEntries lists a destination's paths. GoBGP sorts them best
+// first; the ones ranking equal to the best are its ECMP set (ListPath's
+// own Best flag marks only the first).
+func destinationEntries(d *api.Destination, localAS uint32) []RIBEntry {
+	var out []RIBEntry
+	var best pathRank
+	for i, p := range d.GetPaths() {
+		pfx, ok := pathPrefix(p)
+		if !ok {
+			continue
+		}
+		at := readAttrs(p, true)
+		src := pathSource(p)
+		rank := pathRank{
+			local: !src.IsValid(), ibgp: p.SourceAsn == localAS && p.SourceAsn != 0,
+			localPref: at.localPref, asPathLen: at.asPathLen, origin: at.origin, med: at.med,
+		}
+		if i == 0 {
+			best = rank
+		}
+		e := RIBEntry{
+			Prefix:  pfx,
+			NextHop: at.nextHop,
+			Peer:    src,
+			Local:   !src.IsValid(),
+			Best:    !p.IsWithdraw && !p.IsNexthopInvalid && (i == 0 || rank == best),
+			Stale:   p.Stale,
+			ASPath:  at.asPath,
+		}
+		if p.GetAge() != nil {
+			e.Since = p.GetAge().AsTime().Truncate(time.Second)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// pathRank holds what GoBGP's multipath comparison looks at (table.Path
+// Compare): two paths of equal rank share the traffic.
+type pathRank struct {
+	local, ibgp bool
+	localPref   uint32
+	asPathLen   int
+	origin, med uint32
+}

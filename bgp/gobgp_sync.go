@@ -1,0 +1,215 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+)
+
+// syncTracker closes done when the initial routing information is in:
+// every configured peer established and, where graceful restart was
+// negotiated, its End-of-RIB seen for every such family; or when the
+// restart time has passed since Start.
+//
+// It counts End-of-RIB markers itself, from a watch, rather than trusting
+// GoBGP's EndOfRibReceived: while restarting, GoBGP marks it set for peers
+// that restart too (so that neither waits for the other before sending),
+// and such a peer's routes have not arrived yet.
+type syncTracker struct {
+	log  *slog.Logger
+	done chan struct{}
+	once sync.Once
+	kick chan struct{}
+
+	mu      sync.Mutex
+	known   bool // SetPeers was called: the peer set is meaningful
+	peers   []netip.Addr
+	eor     map[netip.Addr]map[Family]bool // End-of-RIBs of the current session
+	running bool
+	stopped chan struct{}
+}
+
+func newSyncTracker(log *slog.Logger) *syncTracker {
+	return &syncTracker{
+		log:     log,
+		done:    make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		eor:     map[netip.Addr]map[Family]bool{},
+		stopped: make(chan struct{}),
+	}
+}
+
+func (t *syncTracker) start(ctx context.Context, srv *server.BgpServer, deadline time.Duration) error {
+	req := &api.WatchEventRequest{
+		Peer: &api.WatchEventRequest_Peer{},
+		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+			{Type: api.WatchEventRequest_Table_Filter_EOR},
+		}},
+	}
+	if err := srv.WatchEvent(ctx, req, t.onEvent); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.running = true
+	t.mu.Unlock()
+	go t.loop(ctx, srv, deadline)
+	return nil
+}
+
+// onEvent runs on GoBGP's watch goroutine; it only updates the bookkeeping
+// and pokes the loop. Peer-state and End-of-RIB events come through one
+// watch, in order, so a session's End-of-RIB never precedes its Established.
+func (t *syncTracker) onEvent(r *api.WatchEventResponse) {
+	if pe := r.GetPeer(); pe != nil && pe.Type == api.WatchEventResponse_PeerEvent_STATE {
+		addr, err := netip.ParseAddr(pe.GetPeer().GetState().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+		t.mu.Lock()
+		if pe.GetPeer().GetState().GetSessionState() == api.PeerState_ESTABLISHED {
+			t.eor[addr.Unmap()] = map[Family]bool{}
+		} else {
+			delete(t.eor, addr.Unmap())
+		}
+		t.mu.Unlock()
+		t.poke()
+	}
+	if tb := r.GetTable(); tb != nil {
+		t.mu.Lock()
+		for _, p := range tb.Paths {
+			fam, ok := familyFromAPI(p.GetFamily())
+			addr := pathSource(p)
+			if p.GetNlri() != nil || !ok || !addr.IsValid() {
+				continue
+			}
+			if t.eor[addr] == nil {
+				t.eor[addr] = map[Family]bool{}
+			}
+			t.eor[addr][fam] = true
+		}
+		t.mu.Unlock()
+		t.poke()
+	}
+}
+
+func (t *syncTracker) poke() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (t *syncTracker) peersChanged(peers []netip.Addr) {
+	t.mu.Lock()
+	t.known, t.peers = true, peers
+	t.mu.Unlock()
+	t.poke()
+}
+
+func (t *syncTracker) isDone() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *syncTracker) loop(ctx context.Context, srv *server.BgpServer, deadline time.Duration) {
+	defer close(t.stopped)
+	started := time.Now()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	// The ticker is a backstop; events normally drive the evaluation.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		synced, waiting := t.evaluate(ctx, srv)
+		if synced {
+			t.finish("all peers sent their routes", started, nil)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			t.finish("deadline passed", started, waiting)
+			return
+		case <-t.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *syncTracker) finish(why string, started time.Time, waiting []string) {
+	t.once.Do(func() {
+		close(t.done)
+		if len(waiting) > 0 {
+			t.log.Warn("bgp initial sync done without some peers", "reason", why,
+				"after", time.Since(started).Round(time.Millisecond), "notSynced", waiting)
+			return
+		}
+		t.log.Info("bgp initial sync done", "reason", why, "after", time.Since(started).Round(time.Millisecond))
+	})
+}
+
+// evaluate reports whether every configured peer has synced, and if not,
+// which are still awaited (for the log).
+func (t *syncTracker) evaluate(ctx context.Context, srv *server.BgpServer) (bool, []string) {
+	t.mu.Lock()
+	known := t.known
+	peers := append([]netip.Addr(nil), t.peers...)
+	eor := make(map[netip.Addr]map[Family]bool, len(t.eor))
+	for a, m := range t.eor {
+		c := make(map[Family]bool, len(m))
+		for f, v := range m {
+			c[f] = v
+		}
+		eor[a] = c
+	}
+	t.mu.Unlock()
+	if !known {
+		return false, []string{"peer configuration"}
+	}
+	state := map[netip.Addr]*api.Peer{}
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
+			state[a.Unmap()] = p
+		}
+	})
+	if err != nil {
+		return false, []string{"peer state: " + err.Error()}
+	}
+	var waiting []string
+	for _, a := range peers {
+		p := state[a]
+		if p == nil || p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+			waiting = append(waiting, a.String()+" (not established)")
+			continue
+		}
+		for _, af := range p.GetAfiSafis() {
+			gr := af.GetMpGracefulRestart().GetState()
+			fam, ok := familyFromAPI(af.GetConfig().GetFamily())
+			if ok && gr.GetAdvertised() && gr.GetReceived() && !eor[a][fam] {
+				waiting = append(waiting, fmt.Sprintf("%s (no End-of-RIB for %s)", a, fam))
+			}
+		}
+	}
+	return len(waiting) == 0, waiting
+}
+
+// wait blocks until the loop has exited (after ctx ended).
+func (t *syncTracker) wait() {
+	t.mu.Lock()
+	running := t.running
+	t.mu.Unlock()
+	if running {
+		<-t.stopped
+	}
+}

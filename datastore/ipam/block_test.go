@@ -1,0 +1,203 @@
+package ipam
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustBlock(t *testing.T, cidr string) *Block {
+	t.Helper()
+	return newBlock(netip.MustParsePrefix(cidr), "p", "n1", time.Now())
+}
+
+func takeNext(t *testing.T, b *Block, handle string) netip.Addr {
+	t.Helper()
+	o, ok := b.nextFree()
+	if !ok {
+		t.Fatalf("block %s: no free address with %d used", b.Prefix, b.Used())
+	}
+	ip := addrAt(b.Prefix, o)
+	b.take(Allocation{IP: ip, Handle: handle})
+	return ip
+}
+
+func TestBlockHandsOutEveryAddressOnceAndSkipsRecentlyFreed(t *testing.T) {
+	for _, cidr := range []string{"10.0.0.16/28", "10.0.0.0/26", "10.0.0.0/20", "fd00::40/122", "fd00::1000/116", "10.0.0.7/32"} {
+		b := mustBlock(t, cidr)
+		seen := map[netip.Addr]bool{}
+		for k := 0; k < b.Size(); k++ {
+			ip := takeNext(t, b, "h")
+			if seen[ip] || !b.Prefix.Contains(ip) {
+				t.Fatalf("%s: %s handed out twice or outside the block", cidr, ip)
+			}
+			seen[ip] = true
+		}
+		if _, ok := b.nextFree(); ok || b.Free() != 0 {
+			t.Fatalf("%s: full block still offers an address", cidr)
+		}
+		if b.Size() == 1 {
+			continue
+		}
+		// Free two; the cursor is past both, so the later one comes first
+		// only when it is after the cursor: here the cursor wrapped to 0.
+		first, mid := addrAt(b.Prefix, 0), addrAt(b.Prefix, b.Size()/2)
+		if !b.release(mid, "h") || !b.release(first, "h") {
+			t.Fatalf("%s: release failed", cidr)
+		}
+		if b.release(first, "h") {
+			t.Fatalf("%s: releasing twice succeeded", cidr)
+		}
+		if got := takeNext(t, b, "h2"); got != first {
+			t.Fatalf("%s: next = %s, want %s (cursor at start)", cidr, got, first)
+		}
+		// The cursor now points after first: mid comes next, not first
+		// again even if released.
+		b.release(first, "h2")
+		if got := takeNext(t, b, "h3"); got != mid {
+			t.Fatalf("%s: next = %s, want %s (the address just freed waits its turn)", cidr, got, mid)
+		}
+	}
+}
+
+func TestBlockEncodingRoundTripsAndRejectsNonsense(t *testing.T) {
+	b := mustBlock(t, "10.0.0.0/26")
+	ip := takeNext(t, b, "h1")
+	b.Allocations[0].Borrowed = true
+	b.Allocations[0].Node = "n2"
+	data, err := b.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeBlock(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := back.Lookup(ip); !ok || a.Handle != "h1" || back.Affinity != "n1" || !back.taken(0) {
+		t.Fatalf("decoded block lost data: %+v", back)
+	}
+	if got := back.BorrowedBy("n2"); len(got) != 1 || got[0] != ip {
+		t.Fatalf("BorrowedBy(n2) = %v", got)
+	}
+	for name, bad := range map[string]string{
+		"duplicate":  `{"cidr":"10.0.0.0/26","allocations":[{"ip":"10.0.0.1","handle":"a"},{"ip":"10.0.0.1","handle":"b"}]}`,
+		"outside":    `{"cidr":"10.0.0.0/26","allocations":[{"ip":"10.0.1.1","handle":"a"}]}`,
+		"unaligned":  `{"cidr":"10.0.0.1/26"}`,
+		"too large":  `{"cidr":"10.0.0.0/16"}`,
+		"not a cidr": `{"cidr":"banana"}`,
+	} {
+		if _, err := DecodeBlock([]byte(bad)); err == nil {
+			t.Errorf("DecodeBlock accepted a %s block", name)
+		}
+	}
+}
+
+func TestKeysRoundTrip(t *testing.T) {
+	for _, s := range []string{"10.244.0.0/26", "fd00:244::/122", "fd00::1000/116"} {
+		p := netip.MustParsePrefix(s)
+		got, err := parseBlockKey(BlockKey(p))
+		if err != nil || got != p {
+			t.Errorf("parseBlockKey(%q) = %v, %v", BlockKey(p), got, err)
+		}
+		node, got, err := parseAffinityKey(AffinityKey("node-1.example", p))
+		if err != nil || got != p || node != "node-1.example" {
+			t.Errorf("parseAffinityKey = %q %v %v", node, got, err)
+		}
+	}
+	if k := BlockKey(netip.MustParsePrefix("10.244.0.0/26")); k != "/calyx/v1/ipam/blocks/10.244.0.0-26" {
+		t.Errorf("BlockKey = %q", k)
+	}
+	if _, err := parseBlockKey(BlocksPrefix + "10.244.0.0"); err == nil {
+		t.Error("a block key without a length parsed")
+	}
+}
+
+func TestAddressArithmetic(t *testing.T) {
+	if got := addLow(netip.MustParseAddr("fd00::ffff:ffff:ffff:ffff"), 1); got != netip.MustParseAddr("fd00:0:0:1::") {
+		t.Errorf("IPv6 carry: %s", got)
+	}
+	if got := addLow(netip.MustParseAddr("10.0.0.255"), 1); got != netip.MustParseAddr("10.0.1.0") {
+		t.Errorf("IPv4 add: %s", got)
+	}
+	pool := netip.MustParsePrefix("10.244.0.0/21")
+	if n := blockCount(pool, 26); n != 32 {
+		t.Errorf("blockCount = %d, want 32", n)
+	}
+	if got := nthBlock(pool, 26, 31); got != netip.MustParsePrefix("10.244.7.192/26") {
+		t.Errorf("nthBlock(31) = %s", got)
+	}
+	if n := blockCount(netip.MustParsePrefix("fd00::/48"), 122); n != maxCandidateBlocks {
+		t.Errorf("blockCount of a /48 = %d, want the cap", n)
+	}
+	if got := nthBlock(netip.MustParsePrefix("fd00::/48"), 122, 1<<10); got != netip.MustParsePrefix("fd00::1:0/122") {
+		t.Errorf("IPv6 nthBlock = %s", got)
+	}
+	if o := ordinal(netip.MustParsePrefix("fd00::1000/116"), netip.MustParseAddr("fd00::1fff")); o != 4095 {
+		t.Errorf("ordinal = %d", o)
+	}
+}
+
+func TestFreeBlockSkipsTakenAndOverlappingBlocks(t *testing.T) {
+	pool := &poolInfo{name: "p", cidr: netip.MustParsePrefix("10.244.0.0/24"), blockBits: 26}
+	existing := map[netip.Prefix]bool{}
+	p := &plan{blocks: map[netip.Prefix]*workBlock{}}
+	// A /25 left from an older blockSize covers two /26 positions.
+	existing[netip.MustParsePrefix("10.244.0.0/25")] = true
+	got := map[netip.Prefix]bool{}
+	for k := 0; k < 2; k++ {
+		c, ok := freeBlock(pool, existing, p, "n1")
+		if !ok {
+			t.Fatalf("no free block found at step %d", k)
+		}
+		if c.Addr().Compare(netip.MustParseAddr("10.244.0.128")) < 0 {
+			t.Fatalf("picked %s, which overlaps the /25", c)
+		}
+		got[c] = true
+		existing[c] = true
+	}
+	if len(got) != 2 {
+		t.Fatalf("picked %v", got)
+	}
+	if c, ok := freeBlock(pool, existing, p, "n1"); ok {
+		t.Fatalf("picked %s from a full pool", c)
+	}
+}
+
+func TestUsageTableAndJSON(t *testing.T) {
+	st := &clusterState{
+		blocks: map[netip.Prefix]*Block{}, pools: []*poolInfo{
+			{name: "v4", cidr: netip.MustParsePrefix("10.244.0.0/24"), blockBits: 26},
+			{name: "v6", cidr: netip.MustParsePrefix("fd00::/48"), blockBits: 122},
+		},
+	}
+	b := mustBlock(t, "10.244.0.0/26")
+	takeNext(t, b, "h1")
+	b.take(Allocation{IP: netip.MustParseAddr("10.244.0.9"), Handle: "h2", Node: "n2", Borrowed: true})
+	st.blocks[b.Prefix] = b
+	u := st.usage()
+	var buf bytes.Buffer
+	if err := u.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"POOL", "10.244.0.0/24", "2 (0.8%)", "BLOCK", "10.244.0.0/26", "NODE", "n2", "1208925819614629174706176"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	j, err := json.Marshal(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(j), `"size":1208925819614629174706176`) || !strings.Contains(string(j), `"borrowed":1`) {
+		t.Errorf("JSON = %s", j)
+	}
+	buf.Reset()
+	if err := WriteProblems(&buf, []Problem{{Kind: ProblemLeakedAllocation, Subject: "h", Detail: "x", GCRepairs: true}}); err != nil || !strings.Contains(buf.String(), "allocation-without-endpoint") {
+		t.Errorf("WriteProblems = %q, %v", buf.String(), err)
+	}
+	t.Logf("\n%s", out)
+}

@@ -1,0 +1,111 @@
+package lab
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Addresses and numbers of the fabric. The benchmarking range 198.18.0.0/15
+// is never routed on the Internet, so a lab cannot clash with a real network.
+const (
+	FabricPrefixLen = 24
+	FabricGateway   = "198.18.0.254" // the fabric bridge; every host's default route
+	EtcdIP          = "198.18.0.250"
+	TorIP           = "198.18.0.253"
+	EtcdPort        = 2379
+	DefaultPool     = "10.244.0.0/16"
+	// NodeAS is the AS every host uses (BGPConfig.asNumber).
+	NodeAS = 64512
+	// TorAS is the BIRD top-of-rack router's AS.
+	TorAS = 65000
+	// TorStaticRoute is announced by the ToR so that tests can see routes
+	// learned from an external peer reach the hosts' kernels.
+	TorStaticRoute = "203.0.113.0/24"
+	// ReflectorClusterID is written on the Nodes that reflect.
+	ReflectorClusterID = "244.0.0.1"
+	// ReflectorLabel marks the Nodes that reflect.
+	ReflectorLabel = "calyx.dev/route-reflector"
+	// MaxHosts keeps host addresses below the fixed ones (.250 and up).
+	MaxHosts = 200
+	// DefaultDirRoot is where the CLI puts labs when --dir is not given.
+	DefaultDirRoot = "/run/calyx-lab"
+)
+
+// EtcdEndpoint is the URL the agents use.
+var EtcdEndpoint = "http://" + EtcdIP + ":" + strconv.Itoa(EtcdPort)
+
+// Prefix is the name prefix of every kernel object of the lab in dir:
+// "cxl" + 6 hex digits of a hash of the absolute path + "-". Two labs in two
+// directories never share a prefix, and Down finds a crashed lab's leftovers
+// by it.
+func Prefix(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = filepath.Clean(dir)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return "cxl" + hex.EncodeToString(sum[:])[:6] + "-"
+}
+
+// names derives every namespace name of a lab from its prefix.
+type names struct{ prefix string }
+
+func (n names) fabric() string              { return n.prefix + "fabric" }
+func (n names) etcd() string                { return n.prefix + "etcd" }
+func (n names) tor() string                 { return n.prefix + "tor" }
+func (n names) host(i int) string           { return n.prefix + "h" + strconv.Itoa(i) }
+func (n names) workload(name string) string { return n.prefix + "w-" + name }
+
+// HostName is the node name of the i-th host (1-based): "host1".
+func HostName(i int) string { return "host" + strconv.Itoa(i) }
+
+// HostIP is the fabric address of the i-th host (1-based).
+func HostIP(i int) string { return "198.18.0." + strconv.Itoa(i) }
+
+// hostIndex parses "host3" into 3.
+func hostIndex(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "host")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	if err != nil || i < 1 || strconv.Itoa(i) != rest {
+		return 0, false
+	}
+	return i, true
+}
+
+// workloadNameRE keeps workload names usable in namespace names, container
+// IDs and Kubernetes-style labels.
+var workloadNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
+
+// reservedNames are exec targets that a workload may not shadow.
+var reservedNames = map[string]bool{"fabric": true, "etcd": true, "tor": true}
+
+func validateWorkloadName(name string) error {
+	if !workloadNameRE.MatchString(name) {
+		return fmt.Errorf("workload name %q: use 1-40 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+	}
+	if reservedNames[name] {
+		return fmt.Errorf("workload name %q is reserved (it names a lab namespace)", name)
+	}
+	if _, ok := hostIndex(name); ok {
+		return fmt.Errorf("workload name %q is reserved (it names a host)", name)
+	}
+	return nil
+}
+
+// defaultWorkloadName names the i-th workload (1-based) that Up puts on a
+// host: "h2-w1".
+func defaultWorkloadName(host, i int) string { return fmt.Sprintf("h%d-w%d", host, i) }
+
+// defaultWorkloadLabels are the labels of the workloads Up creates; the
+// demo's policy selects on "app".
+func defaultWorkloadLabels(i int) map[string]string {
+	return map[string]string{"app": "w" + strconv.Itoa(i), "lab-test": "yes"}
+}
