@@ -54,8 +54,10 @@ type Agent struct {
 	pendingDel   map[string]bool                        // deleted by CNI DEL, not yet seen by the syncer
 	learnedPaths map[netip.Prefix][]netip.Addr
 	lastPeers    []bgp.Peer
-	grSwept      bool // the learned table has been applied once (after End-of-RIB)
-	bgpStarted   bool
+	// keptLearned are the routes learned before a restart, kept in the
+	// kernel until BGP's initial sync (End-of-RIB) and then swept.
+	keptLearned map[netip.Prefix][]netip.Addr
+	bgpStarted  bool
 
 	synced   chan struct{} // closed at the first datastore in-sync
 	kick     chan struct{}
@@ -213,7 +215,9 @@ func (a *Agent) startDataplane() error {
 		return err
 	}
 	ipv6 := a.nodeIP6.IsValid()
-	a.sysctls = routes.NewSysctls(routes.SysctlOptions{IPv6: ipv6, Logger: a.log.With("component", "sysctls"), ResyncInterval: a.cfg.ResyncInterval})
+	// Sysctl changes by hand send no event: check them more often than the
+	// full resync.
+	a.sysctls = routes.NewSysctls(routes.SysctlOptions{IPv6: ipv6, Logger: a.log.With("component", "sysctls"), ResyncInterval: min(a.cfg.ResyncInterval, 10*time.Second)})
 	var failsafe []policy.ProtoPort
 	for _, s := range a.cfg.FailsafePorts {
 		proto, port, _ := ParseFailsafePort(s)

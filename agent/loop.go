@@ -2,13 +2,15 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"time"
 
 	"github.com/calyx-net/calyx/bgp"
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/routes"
 )
 
 // onSyncerEvents folds a batch of datastore changes into the state, feeds
@@ -130,6 +132,22 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 		a.log.Error("programming sysctls", "err", err)
 	}
 	a.log.Info("dataplane programmed from the datastore", "took", time.Since(start).Round(time.Millisecond))
+	// Routes learned before a restart stay until the peers have sent
+	// theirs again (graceful restart); new ones are installed at once.
+	if kept, err := a.learned.KernelGateways(); err != nil {
+		a.log.Error("reading routes learned before the restart", "err", err)
+	} else {
+		a.mu.Lock()
+		a.keptLearned = kept
+		a.mu.Unlock()
+		if len(kept) > 0 {
+			a.log.Info("keeping routes learned before the restart until BGP has re-synced", "routes", len(kept))
+		}
+	}
+	a.recompute(ctx)
+	if err := a.learned.Apply(ctx); err != nil {
+		a.log.Error("programming learned routes", "err", err)
+	}
 	go a.local.Run(ctx)
 	go a.learned.Run(ctx)
 	go a.sysctls.Run(ctx)
@@ -147,13 +165,16 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 		case <-grDone:
 			grDone = nil
 			a.mu.Lock()
-			a.grSwept = true
+			stale := 0
+			for p := range a.keptLearned {
+				if _, still := a.learnedPaths[p]; !still {
+					stale++
+				}
+			}
+			a.keptLearned = nil
 			a.mu.Unlock()
 			a.recompute(ctx)
-			if err := a.learned.Apply(ctx); err != nil {
-				a.log.Error("programming learned routes", "err", err)
-			}
-			a.log.Info("BGP initial sync done: learned routes programmed, stale ones swept")
+			a.log.Info("BGP initial sync done: routes not learned again are swept", "stale", stale)
 		case <-reconcile.C:
 			a.reconcileLearned(ctx)
 		}
@@ -176,11 +197,13 @@ func (a *Agent) recompute(ctx context.Context) {
 			peersChanged, a.lastPeers = true, peers
 		}
 	}
-	var learned []routes.Route
-	swept := a.grSwept
-	if swept {
-		learned = learnedRoutes(a.learnedPaths, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
+	paths := a.learnedPaths
+	if len(a.keptLearned) > 0 {
+		paths = make(map[netip.Prefix][]netip.Addr, len(a.keptLearned)+len(a.learnedPaths))
+		maps.Copy(paths, a.keptLearned)
+		maps.Copy(paths, a.learnedPaths) // what BGP says now wins
 	}
+	learned := learnedRoutes(paths, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
 	started := a.bgpStarted
 	a.metrics.localEndpoints.Set(float64(len(local)))
 	a.mu.Unlock()
@@ -188,10 +211,8 @@ func (a *Agent) recompute(ctx context.Context) {
 	if err := a.local.SetRoutes(localRoutes); err != nil {
 		a.log.Error("workload routes refused", "err", err)
 	}
-	if swept {
-		if err := a.learned.SetRoutes(learned); err != nil {
-			a.log.Error("learned routes refused", "err", err)
-		}
+	if err := a.learned.SetRoutes(learned); err != nil {
+		a.log.Error("learned routes refused", "err", err)
 	}
 	if !started {
 		return
@@ -279,6 +300,9 @@ func (a *Agent) startBGP(ctx context.Context) <-chan struct{} {
 // onLearned merges a batch of best-path changes; the speaker calls it from
 // its own goroutine.
 func (a *Agent) onLearned(u bgp.LearnedUpdate) {
+	if a.log.Enabled(context.Background(), slog.LevelDebug) {
+		a.log.Debug("learned routes changed", "count", len(u.Routes), "routes", fmt.Sprint(u.Routes))
+	}
 	a.mu.Lock()
 	for p, hops := range u.Routes {
 		if len(hops) == 0 {

@@ -109,3 +109,25 @@ func (t *Table) readLinks() (map[string]linkState, error) {
 	}
 	return nil, fmt.Errorf("list interfaces: %w", lastErr)
 }
+
+// KernelGateways reads the gateway routes of the table's protocol as the
+// kernel holds them now: destination to next hops. The agent uses it at
+// start to keep the routes it learned before a restart (BGP graceful
+// restart) until its peers have sent theirs again.
+func (t *Table) KernelGateways() (map[netip.Prefix][]netip.Addr, error) {
+	out := map[netip.Prefix][]netip.Addr{}
+	for _, fam := range t.families() {
+		actual, _, err := t.readRoutes(fam)
+		if err != nil {
+			return nil, err
+		}
+		for p, k := range actual {
+			for _, h := range k.hops {
+				if h.gw.IsValid() {
+					out[p] = append(out[p], h.gw)
+				}
+			}
+		}
+	}
+	return out, nil
+}

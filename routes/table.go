@@ -194,6 +194,9 @@ func (t *Table) SetRoutes(routes []Route) error {
 		}
 	}
 	t.desired = next
+	if len(t.dirty) > 0 {
+		t.poke() // Run's applier writes the change (after the first Apply)
+	}
 	return errors.Join(errs...)
 }
 
@@ -207,6 +210,7 @@ func (t *Table) SetRoute(r Route) error {
 	if old, ok := t.desired[r.Dst]; !ok || !sameRoute(old, r) {
 		t.desired[r.Dst] = r.clone()
 		t.dirty[r.Dst] = struct{}{}
+		t.poke()
 	}
 	return nil
 }
@@ -218,6 +222,7 @@ func (t *Table) DeleteRoute(dst netip.Prefix) {
 	if _, ok := t.desired[dst]; ok {
 		delete(t.desired, dst)
 		t.dirty[dst] = struct{}{}
+		t.poke()
 	}
 }
 

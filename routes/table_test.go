@@ -481,3 +481,30 @@ func TestTableApplyRouteRightAfterLinkAppears(t *testing.T) {
 		}
 	}
 }
+
+// Once the owner has applied, Run writes later desired-state changes by
+// itself: a SetRoutes, SetRoute or DeleteRoute needs no further Apply and
+// no kernel event to reach the kernel.
+func TestTableRunAppliesSetterChanges(t *testing.T) {
+	ns := newTestNS(t, "setter")
+	tbl := newTestTable(t, ns, Options{ResyncInterval: time.Hour, CoalesceDelay: 5 * time.Millisecond})
+	runTable(t, tbl)
+	mustSet(t, tbl, dev("10.244.0.1/32", "cxa0"))
+	if err := tbl.Apply(context.Background()); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	mustSet(t, tbl, dev("10.244.0.1/32", "cxa0"), blackhole("10.244.1.0/26"))
+	nstest.Eventually(t, 3*time.Second, "SetRoutes applied by Run", func() bool {
+		return len(kernelRoutes(t, ns, "201")) == 2
+	})
+	if err := tbl.SetRoute(blackhole("10.244.2.0/26")); err != nil {
+		t.Fatal(err)
+	}
+	nstest.Eventually(t, 3*time.Second, "SetRoute applied by Run", func() bool {
+		return len(kernelRoutes(t, ns, "201")) == 3
+	})
+	tbl.DeleteRoute(netip.MustParsePrefix("10.244.1.0/26"))
+	nstest.Eventually(t, 3*time.Second, "DeleteRoute applied by Run", func() bool {
+		return len(kernelRoutes(t, ns, "201")) == 2
+	})
+}

@@ -181,7 +181,7 @@ func (i *IPAM) planOp(ctx context.Context, p *plan, o *op, bs *batchState) error
 		addrs, err = i.planAuto(ctx, p, req)
 	}
 	if err != nil {
-		p.undo(req.Handle, addrs)
+		p.undo(req.Handle)
 		return err
 	}
 	p.handlePuts[req.Handle] = &Handle{ID: req.Handle, Node: req.Node, Attributes: req.Attrs, Created: p.now, Addresses: addrs}

@@ -1,12 +1,15 @@
 package ipam
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func kinds(ps []Problem) map[string]int {
@@ -217,5 +220,35 @@ func TestReleaseIPAndEmptyAffinities(t *testing.T) {
 	}
 	if problems := structuralProblems(c); len(problems) != 0 {
 		t.Fatalf("records after re-claiming: %+v", problems)
+	}
+}
+
+func TestRunGCCleansUpPeriodically(t *testing.T) {
+	c := newCluster(t)
+	c.pool("p", "10.244.0.0/24", 26, "")
+	c.node("n1", nil)
+	im := c.ipam()
+	if _, err := im.Allocate(c.ctx, Request{Handle: "leak", Node: "n1", Attrs: Attributes{Endpoint: "ep-leak"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); im.RunGC(ctx, "n1", 20*time.Millisecond, 0) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The leak is released, then its emptied block given up.
+		resp, err := c.ds.Etcd().Get(c.ctx, BlocksPrefix[:len(BlocksPrefix)-len("blocks/")], withPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Count == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d IPAM keys still there after RunGC ran for 10s", resp.Count)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -60,6 +60,9 @@ func New(client *datastore.Client, log *slog.Logger) *IPAM {
 	}
 }
 
+// maxRequestIPs keeps one request within a transaction's operation limit.
+const maxRequestIPs = 16
+
 // Request asks for the addresses of one workload attachment.
 type Request struct {
 	// Handle names the attachment: HandleID(containerID, ifName). Asking
@@ -86,6 +89,9 @@ func (r *Request) validate() error {
 		if f != V4 && f != V6 {
 			return fmt.Errorf("handle %q: family %d is neither 4 nor 6", r.Handle, int(f))
 		}
+	}
+	if len(r.IPs) > maxRequestIPs {
+		return fmt.Errorf("handle %q: %d addresses asked for, at most %d", r.Handle, len(r.IPs), maxRequestIPs)
 	}
 	seen := map[netip.Addr]bool{}
 	for _, ip := range r.IPs {

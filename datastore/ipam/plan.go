@@ -22,8 +22,9 @@ type plan struct {
 	affGuards    map[string]int64 // node -> revision its affinities were listed at
 	usedPools    map[string]*poolInfo
 	allocNodes   map[string]bool
-	borrowing    map[borrowKey]bool // findCapacity decided node borrows for fam
-	capacityHit  map[borrowKey]int  // findCapacity calls, to bound them
+	taken        map[string][]HandleAddress // handle -> addresses this plan took for it
+	borrowing    map[borrowKey]bool         // findCapacity decided node borrows for fam
+	capacityHit  map[borrowKey]int          // findCapacity calls, to bound them
 	capacityErr  map[borrowKey]error
 }
 
@@ -59,6 +60,7 @@ func (i *IPAM) newPlan() *plan {
 		affGuards:    map[string]int64{},
 		usedPools:    map[string]*poolInfo{},
 		allocNodes:   map[string]bool{},
+		taken:        map[string][]HandleAddress{},
 		borrowing:    map[borrowKey]bool{},
 		capacityHit:  map[borrowKey]int{},
 		capacityErr:  map[borrowKey]error{},
@@ -159,19 +161,22 @@ func (i *IPAM) takeIP(p *plan, wb *workBlock, ip netip.Addr, req *Request) {
 	})
 	wb.b.Updated = p.now
 	wb.dirty = true
+	p.taken[req.Handle] = append(p.taken[req.Handle], HandleAddress{IP: ip, Block: wb.b.Prefix})
 	if pool := p.snap.poolOf(ip); pool != nil {
 		p.usedPools[pool.name] = pool
 	}
 	p.allocNodes[req.Node] = true
 }
 
-// undo gives back addresses taken for a request that failed half way.
-func (p *plan) undo(handle string, addrs []HandleAddress) {
-	for _, a := range addrs {
+// undo gives back the addresses the plan took for a request that failed
+// half way (not those the handle held before).
+func (p *plan) undo(handle string) {
+	for _, a := range p.taken[handle] {
 		if wb, ok := p.blocks[a.Block]; ok {
 			wb.b.release(a.IP, handle)
 		}
 	}
+	delete(p.taken, handle)
 }
 
 // releaseHandle frees the handle's addresses in the plan and deletes it.
