@@ -99,6 +99,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		return err
 	}
 
+	step(stdout, "ip route   (on host1: proto 202 = learned over BGP from host2, host3 and the ToR; 201 = its own workloads and block)")
+	if err := runIn(ctx, l, "host1", stdout, "ip", "route", "show"); err != nil {
+		return err
+	}
+
 	step(stdout, "calyx-lab ping   (every workload to every other, across the 3 hosts)")
 	eps := l.Endpoints(false)
 	m := l.PingMatrix(ctx, eps, eps, 8)
