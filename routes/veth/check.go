@@ -86,7 +86,9 @@ func checkContainerSide(h *netlink.Handle, spec Spec) (netlink.Link, []error) {
 			problems = append(problems, fmt.Errorf("address %s missing on %s", want, name))
 		}
 	}
-	routes, err := h.RouteList(link, unix.AF_UNSPEC)
+	// The interface's routes in any table: a secondary interface keeps
+	// them in its own (see SecondaryTable).
+	routes, err := h.RouteListFiltered(unix.AF_UNSPEC, &netlink.Route{LinkIndex: a.Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return link, append(problems, fmt.Errorf("list routes via %s: %w", name, err))
 	}

@@ -147,10 +147,38 @@ func (p *Plumber) setupContainerSide(ctx context.Context, h *netlink.Handle, spe
 		routes = append(routes,
 			&netlink.Route{LinkIndex: idx, Dst: ipNet(netip.MustParsePrefix("::/0")), Gw: GatewayV6.AsSlice()})
 	}
+	// A second interface of a workload (eth1 beside eth0) must not take
+	// over the default route: its routes go to a table of its own, chosen
+	// by source address, so replies leave by the interface they came in.
+	secondary, err := hasDefaultRoute(h, idx)
+	if err != nil {
+		return nil, err
+	}
+	table := 0
+	if secondary {
+		table = SecondaryTable(spec.ContainerIfName)
+	}
 	for _, r := range routes {
+		r.Table = table
 		if err := h.RouteAdd(r); err != nil {
 			return nil, fmt.Errorf("add route %s in %s: %w", r, spec.NetNSPath, err)
 		}
+	}
+	if secondary {
+		for _, a := range spec.Addresses {
+			rule := netlink.NewRule()
+			rule.Src = ipNet(a)
+			rule.Table = table
+			rule.Priority = secondaryRulePriority
+			rule.Family = unix.AF_INET
+			if a.Addr().Is6() {
+				rule.Family = unix.AF_INET6
+			}
+			if err := h.RuleAdd(rule); err != nil {
+				return nil, fmt.Errorf("add rule from %s lookup %d in %s: %w", a, table, spec.NetNSPath, err)
+			}
+		}
+		p.log.Info("secondary workload interface: routes in their own table", "ifname", spec.ContainerIfName, "table", table)
 	}
 	// Re-read for the MAC the kernel gave it.
 	link, err = h.LinkByIndex(idx)
@@ -214,4 +242,36 @@ func ipNet(p netip.Prefix) *net.IPNet {
 		bits = 128
 	}
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// secondaryRulePriority puts the source rules of secondary interfaces
+// before the main table (32766).
+const secondaryRulePriority = 1000
+
+// SecondaryTable is the routing table of a workload interface that is not
+// the one holding the default route. It is derived from the name so that
+// Teardown finds it after the link is gone.
+func SecondaryTable(ifName string) int {
+	var h uint32 = 2166136261
+	for i := 0; i < len(ifName); i++ {
+		h = (h ^ uint32(ifName[i])) * 16777619
+	}
+	return 1000 + int(h%1000000)
+}
+
+// hasDefaultRoute reports whether the namespace already routes by default
+// through an interface other than idx.
+func hasDefaultRoute(h *netlink.Handle, idx int) (bool, error) {
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		rs, err := h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return false, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range rs {
+			if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.LinkIndex != idx && (r.Gw != nil || len(r.MultiPath) > 0) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

@@ -35,6 +35,9 @@ func (p *Plumber) Teardown(ctx context.Context, netnsPath, containerIfName, host
 		return nil
 	}
 	err = netns.DoHandle(netnsPath, func(h *netlink.Handle) error {
+		if err := deleteSecondaryRules(h, containerIfName); err != nil {
+			return err
+		}
 		return deleteVeth(h, containerIfName)
 	})
 	if err != nil && !errors.Is(err, netns.ErrNotExist) {
@@ -59,6 +62,26 @@ func deleteVeth(h *netlink.Handle, name string) error {
 	}
 	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// deleteSecondaryRules removes the source rules Setup added for a
+// secondary interface (their routes went with the link).
+func deleteSecondaryRules(h *netlink.Handle, ifName string) error {
+	table := SecondaryTable(ifName)
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		rules, err := h.RuleList(fam)
+		if err != nil {
+			return fmt.Errorf("list rules: %w", err)
+		}
+		for i := range rules {
+			if rules[i].Table == table && rules[i].Priority == secondaryRulePriority {
+				if err := h.RuleDel(&rules[i]); err != nil && !errors.Is(err, unix.ENOENT) {
+					return fmt.Errorf("delete rule to table %d: %w", table, err)
+				}
+			}
+		}
 	}
 	return nil
 }
