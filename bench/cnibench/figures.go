@@ -1,0 +1,40 @@
+package cnibench
+
+import (
+	"fmt"
+
+	"github.com/calyx-net/calyx/bench"
+)
+
+const refName = "ptp+host-local"
+
+// figures turns the samples into the suite's figures: medians for the
+// goals, p99s and the parallel case beside them.
+func figures(sz sizes, cx, ref result) []bench.Figure {
+	how := fmt.Sprintf("%d sequential per side, rounds of %d alternating with %s; same host netns, libcni, fresh pre-made netns",
+		len(cx.seq.add), sz.roundSize, refName)
+	p99s := func(c, r samples) string {
+		return fmt.Sprintf("p99 ADD calyx %.1f ms / %s %.1f ms; p99 DEL calyx %.1f ms / %s %.1f ms",
+			percentileMs(c.add, 99), refName, percentileMs(r.add, 99),
+			percentileMs(c.del, 99), refName, percentileMs(r.del, 99))
+	}
+	ratioGoal := func(name string, calyx, peer, limit float64, notes string) bench.Figure {
+		f := bench.NewRatio(bench.Figure{
+			Name: name, Unit: "ms", Calyx: calyx, Peer: peer, PeerName: refName,
+			Goal: fmt.Sprintf("ratio <= %.1f", limit), Notes: notes,
+		})
+		f.Met = f.Peer > 0 && f.Ratio <= limit
+		return f
+	}
+	return []bench.Figure{
+		ratioGoal("cni_add_median", medianMs(cx.seq.add), medianMs(ref.seq.add), 0.5,
+			how+"; calyx ADD includes IPAM and the WorkloadEndpoint write to etcd; "+p99s(cx.seq, ref.seq)),
+		ratioGoal("cni_del_median", medianMs(cx.seq.del), medianMs(ref.seq.del), 1.0,
+			how+"; "+p99s(cx.seq, ref.seq)),
+		ratioGoal("cni_add_p99", percentileMs(cx.seq.add, 99), percentileMs(ref.seq.add, 99), 1.0,
+			fmt.Sprintf("nearest-rank p99 of %d sequential ADDs per side", len(cx.seq.add))),
+		ratioGoal("cni_add_parallel20_median", medianMs(cx.par.add), medianMs(ref.par.add), 1.0,
+			fmt.Sprintf("%d rounds of %d ADDs started at once per side (each timed alone), then %d DELs at once; median DEL calyx %.1f ms / %s %.1f ms; ",
+				sz.parRounds, sz.parallel, sz.parallel, medianMs(cx.par.del), refName, medianMs(ref.par.del))+p99s(cx.par, ref.par)),
+	}
+}
