@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -126,7 +127,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		cerr := a.plumber.Check(ctx, a.vethSpec(at, w, inv))
 		if cerr == nil {
 			log.Info("repeated ADD for a working endpoint; returning its result")
-			return &apipb.AddReply{Result: a.resultFor(at, w, nil)}, nil
+			return &apipb.AddReply{Result: a.resultFor(at, w)}, nil
 		}
 		log.Info("repeated ADD for a broken endpoint; rebuilding it", "problem", cerr)
 		rebuild = true
@@ -146,6 +147,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		return context.WithTimeout(context.Background(), 30*time.Second)
 	}
 
+	tIPAM := time.Now()
 	addrs, err := a.ipam.Allocate(ctx, ipam.Request{
 		Handle: at.handle, Node: a.node,
 		Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
@@ -160,36 +162,19 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 			log.Error("undo: releasing addresses", "err", rerr)
 		}
 	})
-
-	w := a.newEndpoint(at, inv, labels, addrs)
+	ipamTook := time.Since(tIPAM)
 	if err := a.fault("ipam-allocated"); err != nil {
 		return nil, err
 	}
-	if rebuild {
-		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
-			return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
-		}
-	}
-	res, err := a.plumber.Setup(ctx, a.vethSpec(at, w, inv))
-	if err != nil {
-		return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
-	}
-	undo = append(undo, func() {
-		c, cancel := cleanupCtx()
-		defer cancel()
-		if terr := a.plumber.Teardown(c, at.netns, at.ifName, at.hostIf); terr != nil {
-			log.Error("undo: removing the veth", "err", terr)
-		}
-	})
-	w.Spec.MAC = res.ContainerMAC.String()
-	if err := a.fault("veth-created"); err != nil {
-		return nil, err
-	}
+
+	// The container MAC is derived from the endpoint, so the endpoint
+	// record is complete before the veth exists: etcd is written while the
+	// kernel is programmed, not after.
+	w := a.newEndpoint(at, inv, labels, addrs)
+	w.Spec.MAC = veth.ContainerMAC(at.endpoint).String()
 
 	// Make the endpoint part of this node's desired state before etcd
-	// knows it, so that nothing recomputed meanwhile removes its route,
-	// and program its route and policy now: it must be reachable when ADD
-	// returns, not after the next sync.
+	// knows it, so that nothing recomputed meanwhile removes its route.
 	a.mu.Lock()
 	a.pendingAdd[at.endpoint] = w
 	delete(a.pendingDel, at.endpoint)
@@ -207,25 +192,72 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		a.local.ApplyPrefixes(c, addrs...)
 		a.poke()
 	})
+
+	recorded := make(chan error, 1)
+	go func() {
+		_, perr := a.client.Put(ctx, w)
+		recorded <- perr
+	}()
+	tWire := time.Now()
+	wireErr := a.wire(ctx, at, w, inv, rebuild, addrs, &undo, cleanupCtx, log)
+	wireTook := time.Since(tWire)
+	if recErr := <-recorded; recErr == nil {
+		undo = append(undo, func() {
+			c, cancel := cleanupCtx()
+			defer cancel()
+			if derr := a.client.Delete(c, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
+				log.Error("undo: deleting the WorkloadEndpoint", "err", derr)
+			}
+		})
+	} else if wireErr == nil {
+		wireErr = apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "writing WorkloadEndpoint %s: %v", at.endpoint, recErr)
+	}
+	if wireErr != nil {
+		return nil, wireErr
+	}
+	a.poke()
+	log.Info("workload added", "addresses", w.Spec.IPNetworks, "host_interface", at.hostIf,
+		"took", time.Since(start).Round(time.Microsecond), "ipam", ipamTook.Round(time.Microsecond), "wire", wireTook.Round(time.Microsecond))
+	return &apipb.AddReply{Result: a.resultFor(at, w)}, nil
+}
+
+// wire programs the kernel for a new endpoint: the veth pair, the host
+// route and the policy, each undoable. It returns the CNI error to send.
+func (a *Agent) wire(ctx context.Context, at attachment, w *datastore.WorkloadEndpoint, inv *apipb.Invocation, rebuild bool,
+	addrs []netip.Prefix, undo *[]func(), cleanupCtx func() (context.Context, context.CancelFunc), log *slog.Logger) error {
+	if rebuild {
+		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
+			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
+		}
+	}
+	if _, err := a.plumber.Setup(ctx, a.vethSpec(at, w, inv)); err != nil {
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
+	}
+	*undo = append(*undo, func() {
+		c, cancel := cleanupCtx()
+		defer cancel()
+		if terr := a.plumber.Teardown(c, at.netns, at.ifName, at.hostIf); terr != nil {
+			log.Error("undo: removing the veth", "err", terr)
+		}
+	})
+	if err := a.fault("veth-created"); err != nil {
+		return err
+	}
+	// Program the route and policy now: the workload must be reachable
+	// when ADD returns, not after the next sync.
 	for _, p := range addrs {
 		if err := a.local.ApplyRoute(ctx, routes.Route{Dst: p, Type: routes.RouteDevice, LinkName: at.hostIf}); err != nil {
-			return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "host route to %s: %v", p, err)
+			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "host route to %s: %v", p, err)
 		}
 	}
 	a.setPolicyEndpoint(w)
 	if err := a.policy.Apply(ctx); err != nil {
-		return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "programming policy: %v", err)
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "programming policy: %v", err)
 	}
 	if err := a.fault("dataplane-programmed"); err != nil {
-		return nil, err
+		return err
 	}
-
-	if _, err := a.client.Apply(ctx, w); err != nil {
-		return nil, apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "writing WorkloadEndpoint %s: %v", at.endpoint, err)
-	}
-	a.poke()
-	log.Info("workload added", "addresses", w.Spec.IPNetworks, "host_interface", at.hostIf, "took", time.Since(start).Round(time.Microsecond))
-	return &apipb.AddReply{Result: a.resultFor(at, w, &res)}, nil
+	return nil
 }
 
 // fault fails the request at a named step when CALYX_AGENT_FAULT names it:
@@ -308,16 +340,14 @@ func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, labels map[str
 }
 
 func (a *Agent) vethSpec(at attachment, w *datastore.WorkloadEndpoint, inv *apipb.Invocation) veth.Spec {
-	return veth.Spec{NetNSPath: at.netns, ContainerIfName: at.ifName, HostIfName: at.hostIf, Addresses: endpointPrefixes(w), MTU: int(inv.GetMtu())}
+	return veth.Spec{NetNSPath: at.netns, ContainerIfName: at.ifName, HostIfName: at.hostIf, Addresses: endpointPrefixes(w), MTU: int(inv.GetMtu()),
+		ContainerMAC: veth.ContainerMAC(at.endpoint)}
 }
 
 // resultFor builds the CNI result: the workload interface, its addresses
 // and default routes via the link-local gateways that proxy-ARP answers.
-func (a *Agent) resultFor(at attachment, w *datastore.WorkloadEndpoint, res *veth.Result) *apipb.Result {
+func (a *Agent) resultFor(at attachment, w *datastore.WorkloadEndpoint) *apipb.Result {
 	iface := &apipb.Interface{Name: at.ifName, Sandbox: at.netns, Mac: w.Spec.MAC}
-	if res != nil {
-		iface.Mac = res.ContainerMAC.String()
-	}
 	out := &apipb.Result{Interfaces: []*apipb.Interface{iface, {Name: at.hostIf, Mac: "ee:ee:ee:ee:ee:ee"}}}
 	zero := int32(0)
 	for _, p := range endpointPrefixes(w) {

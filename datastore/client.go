@@ -130,7 +130,8 @@ func (c *Client) List(ctx context.Context, kind Kind) ([]Resource, int64, error)
 
 // Create writes a new object; ErrAlreadyExists if the name is taken.
 func (c *Client) Create(ctx context.Context, r Resource) (Resource, error) {
-	return c.write(ctx, r, clientv3.Compare(clientv3.Version(keyOf(r)), "=", 0), ErrAlreadyExists)
+	cond := clientv3.Compare(clientv3.Version(keyOf(r)), "=", 0)
+	return c.write(ctx, r, &cond, ErrAlreadyExists)
 }
 
 // Update replaces an object only if it has not changed since it was read:
@@ -141,7 +142,8 @@ func (c *Client) Update(ctx context.Context, r Resource) (Resource, error) {
 	if err != nil || rev <= 0 {
 		return nil, fmt.Errorf("%s: update needs metadata.resourceVersion from a read (got %q)", Describe(r), rv)
 	}
-	return c.write(ctx, r, clientv3.Compare(clientv3.ModRevision(keyOf(r)), "=", rev), ErrConflict)
+	cond := clientv3.Compare(clientv3.ModRevision(keyOf(r)), "=", rev)
+	return c.write(ctx, r, &cond, ErrConflict)
 }
 
 // Apply creates the object or replaces it whatever its current version,
@@ -170,9 +172,16 @@ func (c *Client) Apply(ctx context.Context, r Resource) (Resource, error) {
 	}
 }
 
+// Put writes the object whatever is stored, in one round trip and without
+// reading it first: for objects one writer owns, such as the
+// WorkloadEndpoints an agent records on CNI ADD.
+func (c *Client) Put(ctx context.Context, r Resource) (Resource, error) {
+	return c.write(ctx, r, nil, nil)
+}
+
 func keyOf(r Resource) string { return Key(r.GetKind(), r.GetMeta().Name) }
 
-func (c *Client) write(ctx context.Context, r Resource, cond clientv3.Cmp, condErr error) (Resource, error) {
+func (c *Client) write(ctx context.Context, r Resource, cond *clientv3.Cmp, condErr error) (Resource, error) {
 	m := r.GetMeta()
 	if m.CreationTimestamp == "" {
 		m.CreationTimestamp = time.Now().UTC().Format(time.RFC3339)
@@ -181,7 +190,11 @@ func (c *Client) write(ctx context.Context, r Resource, cond clientv3.Cmp, condE
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.etcd.Txn(ctx).If(cond).Then(clientv3.OpPut(keyOf(r), string(val))).Commit()
+	txn := c.etcd.Txn(ctx)
+	if cond != nil {
+		txn = txn.If(*cond)
+	}
+	resp, err := txn.Then(clientv3.OpPut(keyOf(r), string(val))).Commit()
 	if err != nil {
 		return nil, fmt.Errorf("writing %s: %w", Describe(r), err)
 	}

@@ -56,9 +56,10 @@ func (p *Plumber) Setup(ctx context.Context, spec Spec) (res Result, err error) 
 			MTU:          spec.MTU,
 			HardwareAddr: HostMAC,
 		},
-		PeerName:      spec.ContainerIfName,
-		PeerNamespace: netlink.NsFd(int(contNS)),
-		PeerMTU:       uint32(spec.MTU),
+		PeerName:         spec.ContainerIfName,
+		PeerNamespace:    netlink.NsFd(int(contNS)),
+		PeerMTU:          uint32(spec.MTU),
+		PeerHardwareAddr: spec.ContainerMAC,
 	}
 	if err := hostH.LinkAdd(veth); err != nil {
 		return Result{}, fmt.Errorf("create veth %s (peer %s in %s): %w", spec.HostIfName, spec.ContainerIfName, spec.NetNSPath, err)

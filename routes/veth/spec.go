@@ -56,6 +56,19 @@ type Spec struct {
 	Addresses []netip.Prefix
 	// MTU of both ends; 0 means DefaultMTU.
 	MTU int
+	// ContainerMAC, if set, is the workload end's MAC (see ContainerMAC);
+	// otherwise the kernel picks a random one.
+	ContainerMAC net.HardwareAddr
+}
+
+// ContainerMAC derives a stable, locally administered unicast MAC for a
+// workload end from its endpoint id, so that the agent knows it before the
+// veth exists and a rebuilt veth keeps it.
+func ContainerMAC(endpointID string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("mac/" + endpointID))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return mac
 }
 
 // Result is what a CNI result needs from Setup.
