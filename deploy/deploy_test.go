@@ -1,0 +1,190 @@
+// Package deploy holds the systemd unit, the Kubernetes manifest and the
+// example resources; its test checks that they agree with the binaries.
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/calyx-net/calyx/agent"
+	"github.com/calyx-net/calyx/cni/plugin"
+)
+
+func noEnv(string) string { return "" }
+
+// The agent config files we ship must load with the agent's own parser.
+func TestShippedAgentConfigsLoad(t *testing.T) {
+	if _, err := agent.LoadConfig([]string{"--config", "systemd/agent.yaml"}, noEnv); err != nil {
+		t.Errorf("systemd/agent.yaml: %v", err)
+	}
+	cm := configMap(t)
+	f := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(f, []byte(cm["agent.yaml"]), 0o600)
+	if _, err := agent.LoadConfig([]string{"--config", f}, noEnv); err != nil {
+		t.Errorf("kubernetes ConfigMap agent.yaml: %v", err)
+	}
+}
+
+// The conflists we ship must parse with the plugin's own config parser.
+func TestShippedConflists(t *testing.T) {
+	lists := map[string]string{"kubernetes ConfigMap": configMap(t)["10-calyx.conflist"]}
+	b, err := os.ReadFile("cni/10-calyx.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists["cni/10-calyx.conflist"] = string(b)
+	for name, text := range lists {
+		var l struct {
+			CNIVersion string            `json:"cniVersion"`
+			Name       string            `json:"name"`
+			Plugins    []json.RawMessage `json:"plugins"`
+		}
+		if err := json.Unmarshal([]byte(text), &l); err != nil || len(l.Plugins) != 1 {
+			t.Fatalf("%s: not a conflist with one plugin: %v", name, err)
+		}
+		conf := strings.Replace(string(l.Plugins[0]), "{", `{"cniVersion":"`+l.CNIVersion+`","name":"`+l.Name+`",`, 1)
+		nc, err := plugin.ParseConfig([]byte(conf))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if nc.Type != "calyx" {
+			t.Errorf("%s: type %q", name, nc.Type)
+		}
+	}
+}
+
+// The DaemonSet runs the agent with flags it knows, in the host network,
+// privileged, with the socket directory shared with the host.
+func TestDaemonSet(t *testing.T) {
+	docs := manifests(t)
+	ds := find(t, docs, "DaemonSet")
+	spec := dig(t, ds, "spec", "template", "spec").(map[string]any)
+	if spec["hostNetwork"] != true {
+		t.Error("the agent must run in the host network namespace")
+	}
+	containers := spec["containers"].([]any)
+	c := containers[0].(map[string]any)
+	cmd := c["command"].([]any)
+	var args []string
+	for _, a := range cmd[1:] {
+		args = append(args, a.(string))
+	}
+	// The same flags against an empty config file must parse.
+	f := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(f, []byte("etcd-endpoints: [http://x:2379]\n"), 0o600)
+	for i, a := range args {
+		if a == "/config/agent.yaml" {
+			args[i] = f
+		}
+	}
+	if _, err := agent.LoadConfig(args, noEnv); err != nil {
+		t.Errorf("DaemonSet command %v: %v", cmd, err)
+	}
+	for _, e := range c["env"].([]any) {
+		name := e.(map[string]any)["name"].(string)
+		if !strings.HasPrefix(name, "CALYX_") {
+			t.Errorf("env %s is not a CALYX_ setting", name)
+		}
+		if _, err := agent.LoadConfig([]string{"--embedded-etcd", "/x"}, func(k string) string {
+			if k == name {
+				return "198.18.0.1"
+			}
+			return ""
+		}); err != nil {
+			t.Errorf("env %s: %v", name, err)
+		}
+	}
+	if dig(t, c, "securityContext", "privileged") != true {
+		t.Error("the agent needs a privileged container (netlink, iptables, netns)")
+	}
+	mounts := map[string]bool{}
+	for _, m := range c["volumeMounts"].([]any) {
+		mounts[m.(map[string]any)["mountPath"].(string)] = true
+	}
+	for _, want := range []string{"/var/run/calyx", "/var/run/netns", "/run/xtables.lock"} {
+		if !mounts[want] {
+			t.Errorf("agent container does not mount %s", want)
+		}
+	}
+}
+
+// systemd-analyze verify checks the unit (with ExecStart pointed at a real
+// binary, since the shipped path does not exist on a build machine).
+func TestSystemdUnit(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	unit, err := os.ReadFile("systemd/calyx-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	text := strings.ReplaceAll(string(unit), "/usr/local/bin/calyx-agent", "/bin/true")
+	path := filepath.Join(dir, "calyx-agent.service")
+	os.WriteFile(path, []byte(text), 0o644)
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func manifests(t *testing.T) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile("kubernetes/calyx.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	for _, d := range strings.Split(string(b), "\n---\n") {
+		var m map[string]any
+		if err := yaml.UnmarshalStrict([]byte(d), &m); err != nil {
+			t.Fatalf("kubernetes/calyx.yaml: %v", err)
+		}
+		if m != nil {
+			docs = append(docs, m)
+		}
+	}
+	return docs
+}
+
+func find(t *testing.T, docs []map[string]any, kind string) map[string]any {
+	t.Helper()
+	for _, d := range docs {
+		if d["kind"] == kind {
+			return d
+		}
+	}
+	t.Fatalf("no %s in the manifest", kind)
+	return nil
+}
+
+func configMap(t *testing.T) map[string]string {
+	t.Helper()
+	data := find(t, manifests(t), "ConfigMap")["data"].(map[string]any)
+	out := map[string]string{}
+	for k, v := range data {
+		out[k] = v.(string)
+	}
+	return out
+}
+
+func dig(t *testing.T, m map[string]any, path ...string) any {
+	t.Helper()
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			t.Fatalf("manifest: %v is not a map at %s", path, p)
+		}
+		cur = mm[p]
+	}
+	return cur
+}
