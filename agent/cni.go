@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
 	"github.com/calyx-net/calyx/datastore"
@@ -148,9 +149,13 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	}
 
 	tIPAM := time.Now()
-	addrs, err := a.ipam.Allocate(ctx, ipam.Request{
-		Handle: at.handle, Node: a.node,
-		Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+	var addrs []netip.Prefix
+	err = withDatastoreTimeout(ctx, func(ctx context.Context) (err error) {
+		addrs, err = a.ipam.Allocate(ctx, ipam.Request{
+			Handle: at.handle, Node: a.node,
+			Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+		})
+		return err
 	})
 	if err != nil {
 		return nil, ipamError(err)
@@ -195,8 +200,10 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 
 	recorded := make(chan error, 1)
 	go func() {
-		_, perr := a.client.Put(ctx, w)
-		recorded <- perr
+		recorded <- withDatastoreTimeout(ctx, func(ctx context.Context) error {
+			_, perr := a.client.Put(ctx, w)
+			return perr
+		})
 	}()
 	tWire := time.Now()
 	wireErr := a.wire(ctx, at, w, inv, rebuild, addrs, &undo, cleanupCtx, log)
@@ -210,7 +217,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 			}
 		})
 	} else if wireErr == nil {
-		wireErr = apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "writing WorkloadEndpoint %s: %v", at.endpoint, recErr)
+		wireErr = datastoreError("writing WorkloadEndpoint "+at.endpoint, recErr)
 	}
 	if wireErr != nil {
 		return nil, wireErr
@@ -285,10 +292,32 @@ func ipamError(err error) error {
 		return apipb.Errorf(codes.ResourceExhausted, apipb.CodeIPAMExhausted, "allocating addresses: %v", err)
 	case errors.Is(err, ipam.ErrNoPoolForNode):
 		return apipb.Errorf(codes.FailedPrecondition, apipb.CodeIPAMExhausted, "allocating addresses: %v (create an IPPool whose nodeSelector matches this node)", err)
-	case errors.Is(err, ipam.ErrContention), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ipam.ErrContention):
 		return apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "allocating addresses: %v", err)
 	}
-	return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "allocating addresses: %v", err)
+	return datastoreError("allocating addresses", err)
+}
+
+// datastoreTimeout bounds each etcd step of a CNI request, well inside the
+// plugin's own deadline, so that an etcd outage is answered with "try
+// again later" rather than left to time out.
+const datastoreTimeout = 5 * time.Second
+
+// datastoreError maps an etcd failure: unreachable or too slow is
+// transient (CNI code 11, the runtime retries); anything else is 102.
+func datastoreError(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
+		return apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "%s: the datastore (etcd) did not answer in time; try again later: %v", what, err)
+	}
+	return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "%s: %v", what, err)
+}
+
+// withDatastoreTimeout runs fn with the request's context bounded by
+// datastoreTimeout.
+func withDatastoreTimeout(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, datastoreTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 // endpointLabels: the runtime's labels plus the automatic ones.
@@ -412,8 +441,8 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		// refused, so at most our own addresses are left to release.
 		a.log.Warn("DEL for a container whose endpoint name belongs to another; releasing only its addresses",
 			"container", shortID(at.containerID), "endpoint", at.endpoint, "owner", shortID(w.Spec.ContainerID))
-		if err := a.ipam.Release(ctx, at.handle); err != nil {
-			return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "releasing addresses of %s: %v", at.handle, err)
+		if err := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) }); err != nil {
+			return datastoreError("releasing addresses of "+at.handle, err)
 		}
 		return nil
 	}
@@ -437,11 +466,14 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		a.local.ApplyPrefixes(ctx, ps...)
 	}
 	a.poke()
-	if err := a.ipam.Release(ctx, at.handle); err != nil {
-		return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "releasing addresses of %s: %v", at.handle, err)
+	if err := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) }); err != nil {
+		return datastoreError("releasing addresses of "+at.handle, err)
 	}
-	if err := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "deleting WorkloadEndpoint %s: %v", at.endpoint, err)
+	err := withDatastoreTimeout(ctx, func(ctx context.Context) error {
+		return a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint)
+	})
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return datastoreError("deleting WorkloadEndpoint "+at.endpoint, err)
 	}
 	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint)
 	return nil

@@ -19,10 +19,35 @@ const procEtcd = "etcd"
 // startEtcd runs the etcd binary in its own namespace on the fabric, with
 // its data in the lab directory, and waits until it answers.
 func (l *Lab) startEtcd(ctx context.Context) error {
-	ns := l.names.etcd()
-	if err := l.plug(ctx, ns, "etcd", EtcdIP); err != nil {
+	if err := l.plug(ctx, l.names.etcd(), "etcd", EtcdIP, ""); err != nil {
 		return err
 	}
+	return l.launchEtcd(ctx)
+}
+
+// StopEtcd stops etcd (SIGTERM), as an outage would; its data stays.
+func (l *Lab) StopEtcd() error {
+	return l.locked(context.Background(), func() error {
+		p, ok := l.st.proc(procEtcd)
+		if !ok {
+			return nil
+		}
+		if err := stopProc(*p, 10*time.Second); err != nil {
+			return err
+		}
+		l.st.removeProc(p.Name)
+		return l.save()
+	})
+}
+
+// StartEtcd starts a stopped etcd again on its data and waits for it.
+func (l *Lab) StartEtcd(ctx context.Context) error {
+	return l.locked(ctx, func() error { return l.launchEtcd(ctx) })
+}
+
+// launchEtcd runs etcd in its (already plugged) namespace.
+func (l *Lab) launchEtcd(ctx context.Context) error {
+	ns := l.names.etcd()
 	bin, err := lookTool("etcd")
 	if err != nil {
 		return err
