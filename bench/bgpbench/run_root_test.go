@@ -1,0 +1,67 @@
+package bgpbench
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmallLab runs the whole benchmark at a small size against the
+// real binaries: a three-host lab, the /32-block pool, two BIRDs on the
+// fabric. It checks that every figure comes out measured, and that nothing
+// is left behind.
+func TestRunSmallLab(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces")
+	}
+	for _, tool := range []string{"bird", "birdc", "etcd", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	figs, err := measure(ctx, sizes{prefixes: 1000, convergenceRuns: 3, scaleRounds: 1}, log)
+	if err != nil {
+		t.Fatalf("benchmark: %v", err)
+	}
+	want := []string{"bgp_new_block_p99_ms", "bgp_new_block_median_ms", "bgp_100k_to_kernel", "bgp_100k_agent_rss_mib"}
+	if len(figs) != len(want) {
+		t.Fatalf("got %d figures, want %v: %+v", len(figs), want, figs)
+	}
+	for i, f := range figs {
+		if f.Name != want[i] {
+			t.Errorf("figure %d is %s, want %s", i, f.Name, want[i])
+		}
+		if f.Peer <= 0 || f.Notes == "" {
+			t.Errorf("%s: peer %v, notes %q: not measured", f.Name, f.Peer, f.Notes)
+		}
+	}
+	for _, f := range figs[2:] {
+		if f.Calyx <= 0 {
+			t.Errorf("%s: calyx %v: not measured", f.Name, f.Calyx)
+		}
+	}
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), "bb-origin") || strings.HasSuffix(e.Name(), "bb-recv") {
+			t.Errorf("namespace %s left behind", e.Name())
+		}
+	}
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

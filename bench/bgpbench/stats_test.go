@@ -1,0 +1,76 @@
+package bgpbench
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentileNearestRank(t *testing.T) {
+	xs := make([]float64, 50)
+	for i := range xs {
+		xs[i] = float64(50 - i) // 50..1, unsorted on purpose
+	}
+	cases := []struct{ p, want float64 }{{0, 1}, {50, 25}, {90, 45}, {99, 50}, {100, 50}}
+	for _, c := range cases {
+		if got := percentile(xs, c.p); got != c.want {
+			t.Errorf("p%v of 1..50 = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if xs[0] != 50 {
+		t.Error("percentile sorted its input in place")
+	}
+	if !math.IsNaN(percentile(nil, 99)) {
+		t.Error("p99 of nothing should be NaN")
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if got := median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("median(3,1,2) = %v", got)
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Errorf("median(4,1,3,2) = %v", got)
+	}
+}
+
+func TestConvergenceFiguresCountEarlyRoutesAsZero(t *testing.T) {
+	c := convergence{
+		afterReturn: []time.Duration{-3 * time.Millisecond, 10 * time.Millisecond, 60 * time.Millisecond},
+		fromCall:    []time.Duration{40 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
+		add:         []time.Duration{43 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond},
+	}
+	figs := convergenceFigures(c)
+	if len(figs) != 2 || figs[0].Name != "bgp_new_block_p99_ms" || figs[1].Name != "bgp_new_block_median_ms" {
+		t.Fatalf("figures: %+v", figs)
+	}
+	if figs[0].Calyx != 60 || figs[0].Met {
+		t.Errorf("p99 = %v met=%v, want 60 and not met", figs[0].Calyx, figs[0].Met)
+	}
+	if figs[1].Calyx != 10 || !figs[1].Met {
+		t.Errorf("median = %v met=%v, want 10 and met", figs[1].Calyx, figs[1].Met)
+	}
+	if figs[0].Ratio != 60/calicoScan {
+		t.Errorf("ratio = %v", figs[0].Ratio)
+	}
+	if !strings.Contains(figs[0].Notes, "in 1 runs the route was there before") || !strings.Contains(figs[0].Notes, "median 50.0 ms, p99 100.0 ms") {
+		t.Errorf("notes lack the early count or the from-call measure: %s", figs[0].Notes)
+	}
+}
+
+func TestScaleFiguresRatio(t *testing.T) {
+	s := scale{
+		prefixes: 100,
+		calyx:    []time.Duration{2 * time.Second, time.Second, 3 * time.Second},
+		bird:     []time.Duration{time.Second, time.Second, time.Second},
+		agentRSS: 80, birdRSS: 14,
+	}
+	figs := scaleFigures(s)
+	if figs[0].Name != "bgp_100k_to_kernel" || figs[0].Calyx != 2 || figs[0].Peer != 1 || figs[0].Ratio != 2 || figs[0].Met {
+		t.Errorf("to_kernel figure: %+v", figs[0])
+	}
+	if figs[1].Name != "bgp_100k_agent_rss_mib" || figs[1].Calyx != 80 || figs[1].Peer != 14 {
+		t.Errorf("rss figure: %+v", figs[1])
+	}
+}

@@ -1,0 +1,18 @@
+package main
+
+import (
+	"github.com/calyx-net/calyx/bench/bgpbench"
+	"github.com/calyx-net/calyx/bench/cnibench"
+	"github.com/calyx-net/calyx/bench/netbench"
+	"github.com/calyx-net/calyx/datastore/ipam/ipambench"
+	"github.com/calyx-net/calyx/policy/policybench"
+)
+
+// suites run in this order; each measures itself beside its peer.
+var suites = []suite{
+	{"ipam", ipambench.Run},
+	{"policy", policybench.Run},
+	{"cni", cnibench.Run},
+	{"net", netbench.Run},
+	{"bgp", bgpbench.Run},
+}
