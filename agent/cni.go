@@ -257,8 +257,12 @@ func (a *Agent) wire(ctx context.Context, at attachment, w *datastore.WorkloadEn
 			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "host route to %s: %v", p, err)
 		}
 	}
-	a.setPolicyEndpoint(w)
-	if err := a.policy.Apply(ctx); err != nil {
+	if err := a.policy.SetEndpoint(w); err != nil {
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "policy refused the endpoint: %v", err)
+	}
+	// An endpoint no policy selects is opened with a netlink ipset write
+	// (no process); a selected one gets its chains.
+	if err := a.policy.ProgramEndpoint(ctx, w.Metadata.Name); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "programming policy: %v", err)
 	}
 	if err := a.fault("dataplane-programmed"); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +30,7 @@ type haveChain struct {
 type haveSet struct {
 	typ     string
 	family  Family
-	members map[netip.Prefix]struct{}
+	members map[SetMember]struct{}
 	gen     uint64 // generation of the desired set last written; 0 when read
 }
 
@@ -55,10 +54,18 @@ type familyBatch struct {
 	tables []tableBatch
 }
 
+// setOp is what one Apply changes in one set.
+type setOp struct {
+	set        *IPSet
+	create     bool // new set: create it, then add every member
+	swap       bool // mostly new content: fill a temporary set and swap it in
+	adds, dels []SetMember
+}
+
 // plan is everything one Apply writes, in order.
 type plan struct {
-	setText     string // create/add/del/swap
-	setsWritten []*IPSet
+	setOps      []setOp
+	setText     string // the same as ipset restore input: create/add/del/swap
 	members     int
 	batches     []familyBatch
 	destroyText string // sets no longer wanted, after no rule uses them
@@ -67,6 +74,17 @@ type plan struct {
 
 func (p *plan) empty() bool {
 	return p.setText == "" && len(p.batches) == 0 && p.destroyText == ""
+}
+
+// membersOnly reports whether the sets change only by members of sets
+// that exist: what netlink can write without a process.
+func (p *plan) membersOnly() bool {
+	for _, op := range p.setOps {
+		if op.create || op.swap {
+			return false
+		}
+	}
+	return true
 }
 
 // Apply writes what changed since the last Apply: set members in one ipset
@@ -100,12 +118,13 @@ func (d *Dataplane) apply(ctx context.Context) error {
 	}
 
 	if p.setText != "" {
-		if err := d.k.ipsetRestore(ctx, p.setText); err != nil {
+		if err := d.writeSets(ctx, p); err != nil {
 			d.have = nil
 			return fmt.Errorf("writing ipsets: %w", err)
 		}
-		for _, s := range p.setsWritten {
-			d.have.sets[s.Name] = &haveSet{typ: "hash:net", family: s.Family, members: s.Members, gen: s.gen}
+		for _, op := range p.setOps {
+			s := op.set
+			d.have.sets[s.Name] = &haveSet{typ: s.Type, family: s.Family, members: s.Members, gen: s.gen}
 		}
 	}
 	for _, fb := range p.batches {
@@ -141,10 +160,10 @@ func (d *Dataplane) apply(ctx context.Context) error {
 		}
 	}
 	d.stats.Applies++
-	d.stats.SetsWritten += len(p.setsWritten)
+	d.stats.SetsWritten += len(p.setOps)
 	d.stats.MembersChanged += p.members
 	d.stats.LastApply = time.Since(start)
-	d.log.Debug("policy applied", "sets", len(p.setsWritten), "members", p.members,
+	d.log.Debug("policy applied", "sets", len(p.setOps), "members", p.members,
 		"restores", len(p.batches), "took", d.stats.LastApply)
 	return nil
 }
@@ -152,53 +171,36 @@ func (d *Dataplane) apply(ctx context.Context) error {
 // plan compares the desired state with d.have. Called with d.mu held.
 func (d *Dataplane) plan() *plan {
 	p := &plan{}
-	var sb strings.Builder
 	for _, name := range slices.Sorted(maps.Keys(d.m.want.sets)) {
 		want := d.m.want.sets[name]
 		have := d.have.sets[name]
+		op := setOp{set: want}
 		switch {
 		case have == nil:
-			writeCreate(&sb, name, want.Family)
-			for _, m := range sortedMembers(want.Members) {
-				writeMember(&sb, "add", name, m)
-			}
-			p.members += len(want.Members)
+			op.create, op.adds = true, sortedMembers(want.Members)
 		case have.gen != 0 && have.gen == want.gen:
 			continue
-		case have.typ != "hash:net" || have.family != want.Family:
+		case have.typ != want.Type || have.family != want.Family:
 			// Cannot be swapped with a set of another type; leave it and
 			// say so (something other than us made it).
 			d.log.Error("ipset has the wrong type; destroy it by hand", "set", name, "type", have.typ, "family", have.family)
 			continue
 		default:
-			adds, dels := diffMembers(want.Members, have.members)
-			if len(adds)+len(dels) == 0 {
+			op.adds, op.dels = diffMembers(want.Members, have.members)
+			if len(op.adds)+len(op.dels) == 0 {
 				have.gen = want.gen
 				continue
 			}
-			if len(adds)+len(dels) > len(want.Members) && len(want.Members) > 64 {
-				// Mostly new content: fill a fresh set and swap it in
-				// atomically instead of many add/del.
-				d.tmpSeq++
-				tmp := "cx-tmp-" + strconv.Itoa(d.tmpSeq)
-				writeCreate(&sb, tmp, want.Family)
-				sb.WriteString("flush " + tmp + "\n")
-				for _, m := range sortedMembers(want.Members) {
-					writeMember(&sb, "add", tmp, m)
-				}
-				sb.WriteString("swap " + tmp + " " + name + "\n")
-				sb.WriteString("destroy " + tmp + "\n")
-			} else {
-				for _, m := range adds {
-					writeMember(&sb, "add", name, m)
-				}
-				for _, m := range dels {
-					writeMember(&sb, "del", name, m)
-				}
-			}
-			p.members += len(adds) + len(dels)
+			// Mostly new content: fill a fresh set and swap it in
+			// atomically instead of many add/del.
+			op.swap = len(op.adds)+len(op.dels) > len(want.Members) && len(want.Members) > 64
 		}
-		p.setsWritten = append(p.setsWritten, want)
+		p.members += len(op.adds) + len(op.dels)
+		p.setOps = append(p.setOps, op)
+	}
+	var sb strings.Builder
+	for _, op := range p.setOps {
+		d.writeSetOp(&sb, op)
 	}
 	p.setText = sb.String()
 
@@ -254,8 +256,52 @@ func (d *Dataplane) planTable(sb *strings.Builder, f Family, t Table) (tableBatc
 	return b, true
 }
 
+// writeSetOp writes one set's change as ipset restore input.
+func (d *Dataplane) writeSetOp(sb *strings.Builder, op setOp) {
+	s := op.set
+	switch {
+	case op.create:
+		writeCreate(sb, s.Name, s.Type, s.Family)
+		for _, m := range op.adds {
+			writeMember(sb, "add", s.Name, m)
+		}
+	case op.swap:
+		d.tmpSeq++
+		tmp := "cx-tmp-" + strconv.Itoa(d.tmpSeq)
+		writeCreate(sb, tmp, s.Type, s.Family)
+		sb.WriteString("flush " + tmp + "\n")
+		for _, m := range sortedMembers(s.Members) {
+			writeMember(sb, "add", tmp, m)
+		}
+		sb.WriteString("swap " + tmp + " " + s.Name + "\n")
+		sb.WriteString("destroy " + tmp + "\n")
+	default:
+		for _, m := range op.adds {
+			writeMember(sb, "add", s.Name, m)
+		}
+		for _, m := range op.dels {
+			writeMember(sb, "del", s.Name, m)
+		}
+	}
+}
+
+// writeSets writes the planned set changes: over netlink when they are
+// member changes only (no process: this is the path of a new open
+// endpoint), else, or when netlink fails, with one ipset restore.
+func (d *Dataplane) writeSets(ctx context.Context, p *plan) error {
+	if d.members != nil && p.membersOnly() {
+		err := d.members.writeMembers(ctx, p.setOps)
+		if err == nil {
+			d.stats.NetlinkWrites++
+			return nil
+		}
+		d.log.Warn("writing set members over netlink failed; using ipset restore", "err", err)
+	}
+	return d.k.ipsetRestore(ctx, p.setText)
+}
+
 // diffMembers lists what to add to have and remove from it to get want.
-func diffMembers(want, have map[netip.Prefix]struct{}) (adds, dels []netip.Prefix) {
+func diffMembers(want, have map[SetMember]struct{}) (adds, dels []SetMember) {
 	for m := range want {
 		if _, ok := have[m]; !ok {
 			adds = append(adds, m)
@@ -266,8 +312,8 @@ func diffMembers(want, have map[netip.Prefix]struct{}) (adds, dels []netip.Prefi
 			dels = append(dels, m)
 		}
 	}
-	slices.SortFunc(adds, comparePrefix)
-	slices.SortFunc(dels, comparePrefix)
+	slices.SortFunc(adds, compareMember)
+	slices.SortFunc(dels, compareMember)
 	return adds, dels
 }
 

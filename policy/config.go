@@ -60,6 +60,11 @@ type Config struct {
 	// CommandPrefix is prepended to every command, e.g.
 	// []string{"ip", "netns", "exec", "NAME"} to aim at a test namespace.
 	CommandPrefix []string
+	// NetNS is the path of the network namespace the netlink writes of set
+	// members go to. Empty: the namespace CommandPrefix "ip netns exec NAME"
+	// aims at, or the agent's own without a prefix; with any other prefix
+	// (and with NewWithRunner) set members are written by ipset restore.
+	NetNS string
 	// InterfacePrefix is the host-side name prefix of workload interfaces
 	// ("cx"); the fail-closed DROP covers every interface with it.
 	InterfacePrefix string

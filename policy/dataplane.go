@@ -19,10 +19,11 @@ import (
 // datastore is in sync): Apply makes the kernel match exactly what was set,
 // so applying a half-loaded state would remove chains that are still needed.
 type Dataplane struct {
-	cfg  Config
-	log  *slog.Logger
-	k    kernel
-	kick chan struct{}
+	cfg     Config
+	log     *slog.Logger
+	k       kernel
+	members memberWriter // nil: set members are written by ipset restore
+	kick    chan struct{}
 
 	mu sync.Mutex // guards m
 	m  *model
@@ -45,18 +46,41 @@ type Stats struct {
 	ChainsDeleted  int           // chains deleted
 	SetsWritten    int           // sets created or changed
 	MembersChanged int           // set members added or removed
+	NetlinkWrites  int           // applies whose set changes went over netlink, not ipset restore
 	KernelReads    int           // full reads of the kernel state
 	LastApply      time.Duration // duration of the last Apply that wrote
 }
 
 // New returns a Dataplane that runs the real commands (with
-// cfg.CommandPrefix).
+// cfg.CommandPrefix) and writes set members over netlink where it can tell
+// which namespace the commands reach (see Config.NetNS).
 func New(cfg Config, log *slog.Logger) (*Dataplane, error) {
-	return NewWithRunner(cfg, log, ExecRunner{Prefix: cfg.CommandPrefix})
+	d, err := newDataplane(cfg, log, ExecRunner{Prefix: cfg.CommandPrefix})
+	if err != nil {
+		return nil, err
+	}
+	if ns, ok := netlinkTarget(&d.cfg); ok {
+		d.members = netlinkSets{nsPath: ns}
+	} else {
+		d.log.Info("command prefix aims at an unknown namespace; set members are written by ipset restore")
+	}
+	return d, nil
 }
 
-// NewWithRunner is New with the command runner injected.
+// NewWithRunner is New with the command runner injected. Set members go
+// over netlink only when cfg.NetNS names the namespace the runner reaches.
 func NewWithRunner(cfg Config, log *slog.Logger, r Runner) (*Dataplane, error) {
+	d, err := newDataplane(cfg, log, r)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.NetNS != "" {
+		d.members = netlinkSets{nsPath: cfg.NetNS}
+	}
+	return d, nil
+}
+
+func newDataplane(cfg Config, log *slog.Logger, r Runner) (*Dataplane, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("policy config: %w", err)

@@ -131,20 +131,28 @@ func TestApplyOrderAndIncrementalWrites(t *testing.T) {
 		t.Errorf("rule change wrote more than the policy chain:\n%s", stdins[0])
 	}
 
-	// Deleting the policy: endpoint chain rewritten, policy chain deleted
-	// after the rewrite, its set destroyed after iptables.
+	// Deleting the last policy that selects db makes it open: it joins
+	// the open set first (ipset before iptables), then the dispatch chains
+	// forget it and its chains and the policy chain are deleted after that
+	// rewrite; the selector set is destroyed after iptables.
 	d.DeletePolicy("db-ingress")
 	if err := d.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
 	calls, stdins = k.reset()
-	if len(calls) != 2 || !strings.HasPrefix(calls[0], "iptables-restore") || calls[1] != "ipset -exist restore" ||
-		!strings.HasPrefix(stdins[1], "destroy cx-s-") {
+	if len(calls) != 3 || calls[0] != "ipset -exist restore" || !strings.HasPrefix(calls[1], "iptables-restore") ||
+		calls[2] != "ipset -exist restore" || stdins[0] != "add cx-open-wl 10.244.0.3,cxdb\n" ||
+		!strings.HasPrefix(stdins[2], "destroy cx-s-") {
 		t.Fatalf("policy delete ran %v %q", calls, stdins)
 	}
-	text := stdins[0]
-	if strings.Index(text, "-A cx-tw-cxdb") > strings.Index(text, "-X cx-pi-") || !strings.Contains(text, "-X cx-pi-") {
-		t.Errorf("policy chain deleted before its references went:\n%s", text)
+	text := stdins[1]
+	for _, del := range []string{"-X cx-pi-", "-X cx-tw-cxdb", "-X cx-fw-cxdb"} {
+		if !strings.Contains(text, del) || strings.Index(text, "-A cx-to-wl-dispatch") > strings.Index(text, del) {
+			t.Errorf("%s missing or before the dispatch chain that referenced it was rewritten:\n%s", del, text)
+		}
+	}
+	if strings.Contains(text, "-A cx-tw-cxdb") || strings.Contains(text, "-g cx-tw-cxdb") {
+		t.Errorf("open endpoint still has chains or a dispatch entry:\n%s", text)
 	}
 }
 

@@ -9,11 +9,19 @@
 //     local endpoint;
 //   - rendering (render*.go, chain.go, ipsets.go): pure functions from the
 //     model to chains and sets, as iptables-restore and ipset text;
-//   - programming (dataplane.go, apply.go, kernel.go, save_parse.go):
-//     Dataplane diffs what it rendered against what it last wrote or read
-//     back from the kernel and writes only the changed chains and set
-//     members: one ipset batch, then one iptables-restore per family in
-//     which every changed table is its own atomic section.
+//   - programming (dataplane.go, apply.go, kernel.go, save_parse.go,
+//     netlink_sets.go, program_endpoint.go): Dataplane diffs what it
+//     rendered against what it last wrote or read back from the kernel and
+//     writes only the changed chains and set members: one ipset batch (over
+//     netlink, without a process, when only members of existing sets
+//     change), then one iptables-restore per family in which every changed
+//     table is its own atomic section.
+//
+// Local endpoints that no policy selects have no chains of their own: they
+// are (address, interface) entries of the open sets, which one rule at the
+// top of each dispatch chain matches. A new such endpoint is therefore set
+// members only, which is what keeps ProgramEndpoint (the CNI ADD path)
+// free of process runs.
 //
 // Semantics and chain layout are documented for users in docs/policy.md.
 package policy

@@ -104,13 +104,18 @@ func TestGoldenFiles(t *testing.T) {
 	}
 }
 
-// TestGoldenDispatchTree renders enough endpoints to split the dispatch
-// chains into a tree keyed by the character after "cx".
+// TestGoldenDispatchTree renders enough selected endpoints (34 of 40; the
+// 6 others are open) to split the dispatch chains into a tree keyed by the
+// character after "cx".
 func TestGoldenDispatchTree(t *testing.T) {
 	var eps []*datastore.WorkloadEndpoint
 	for i := 0; i < 40; i++ {
+		app := "x"
+		if i%7 == 0 {
+			app = "y"
+		}
 		eps = append(eps, &datastore.WorkloadEndpoint{
-			Metadata: datastore.Metadata{Name: fmt.Sprintf("ep-%02d", i), Labels: map[string]string{"app": "x"}},
+			Metadata: datastore.Metadata{Name: fmt.Sprintf("ep-%02d", i), Labels: map[string]string{"app": app}},
 			Spec: datastore.WorkloadEndpointSpec{
 				Node:          "node-a",
 				InterfaceName: fmt.Sprintf("cx%x%010d", i%5, i),
@@ -118,7 +123,9 @@ func TestGoldenDispatchTree(t *testing.T) {
 			},
 		})
 	}
-	r, err := Render(Config{NodeName: "node-a"}, nil, eps, nil)
+	x := &datastore.Policy{Metadata: datastore.Metadata{Name: "x-from-y"}, Spec: datastore.PolicySpec{
+		Selector: `app == "x"`, Ingress: []datastore.Rule{{Action: datastore.ActionAllow, Source: datastore.EntityRule{Selector: `app == "y"`}}}}}
+	r, err := Render(Config{NodeName: "node-a"}, []*datastore.Policy{x}, eps, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

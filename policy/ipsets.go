@@ -1,18 +1,35 @@
 package policy
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"strings"
 )
 
-// IPSet is one desired hash:net set. Members are never modified in place:
-// a change replaces the map and bumps gen, so the programmer can tell an
-// unchanged set by its generation alone.
+// Set types this package creates.
+const (
+	setTypeNet      = "hash:net"       // addresses and CIDRs
+	setTypeNetIface = "hash:net,iface" // (address or CIDR, interface) pairs: the open-endpoint sets
+)
+
+// SetMember is one set entry: an address or CIDR and, in hash:net,iface
+// sets only, an interface name.
+type SetMember struct {
+	Net   netip.Prefix
+	Iface string
+}
+
+func netMember(p netip.Prefix) SetMember { return SetMember{Net: p} }
+
+// IPSet is one desired set. Members are never modified in place: a change
+// replaces the map and bumps gen, so the programmer can tell an unchanged
+// set by its generation alone.
 type IPSet struct {
 	Name    string
 	Family  Family
-	Members map[netip.Prefix]struct{}
+	Type    string // setTypeNet or setTypeNetIface
+	Members map[SetMember]struct{}
 	gen     uint64
 }
 
@@ -27,39 +44,52 @@ func ipsetFamily(f Family) string {
 }
 
 // writeCreate writes the create line for a set.
-func writeCreate(sb *strings.Builder, name string, f Family) {
+func writeCreate(sb *strings.Builder, name, typ string, f Family) {
 	sb.WriteString("create ")
 	sb.WriteString(name)
-	sb.WriteString(" hash:net family ")
+	sb.WriteByte(' ')
+	sb.WriteString(typ)
+	sb.WriteString(" family ")
 	sb.WriteString(ipsetFamily(f))
 	sb.WriteString(" maxelem ")
 	sb.WriteString(setMaxElem)
 	sb.WriteByte('\n')
 }
 
-// writeMember writes "add|del <set> <member>", a host prefix as a bare
-// address as ipset save prints it.
-func writeMember(sb *strings.Builder, verb, name string, p netip.Prefix) {
+// writeMember writes "add|del <set> <member>" as ipset save prints it: a
+// host prefix as a bare address, then ",<interface>" when there is one.
+func writeMember(sb *strings.Builder, verb, name string, m SetMember) {
 	sb.WriteString(verb)
 	sb.WriteByte(' ')
 	sb.WriteString(name)
 	sb.WriteByte(' ')
-	if p.IsSingleIP() {
-		sb.WriteString(p.Addr().String())
+	if m.Net.IsSingleIP() {
+		sb.WriteString(m.Net.Addr().String())
 	} else {
-		sb.WriteString(p.String())
+		sb.WriteString(m.Net.String())
+	}
+	if m.Iface != "" {
+		sb.WriteByte(',')
+		sb.WriteString(m.Iface)
 	}
 	sb.WriteByte('\n')
 }
 
+func compareMember(a, b SetMember) int {
+	if c := cmp.Compare(a.Iface, b.Iface); c != 0 {
+		return c
+	}
+	return comparePrefix(a.Net, b.Net)
+}
+
 // sortedMembers lists a set's members in a stable order (for golden text and
 // for batches that are easy to read).
-func sortedMembers(m map[netip.Prefix]struct{}) []netip.Prefix {
-	out := make([]netip.Prefix, 0, len(m))
+func sortedMembers(m map[SetMember]struct{}) []SetMember {
+	out := make([]SetMember, 0, len(m))
 	for p := range m {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, compareMember)
 	return out
 }
 
@@ -68,7 +98,7 @@ func sortedMembers(m map[netip.Prefix]struct{}) []netip.Prefix {
 func RenderSets(sets []*IPSet) string {
 	var sb strings.Builder
 	for _, s := range sets {
-		writeCreate(&sb, s.Name, s.Family)
+		writeCreate(&sb, s.Name, s.Type, s.Family)
 		for _, p := range sortedMembers(s.Members) {
 			writeMember(&sb, "add", s.Name, p)
 		}

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -78,18 +80,28 @@ func TestKernelRoundTrip(t *testing.T) {
 					s.ChainsWritten-first.ChainsWritten, s.SetsWritten-first.SetsWritten)
 			}
 
+			// web is open: no chains of its own, entries in the open sets.
+			if strings.Contains(sh(bin.save), "cx-fw-cxweb") {
+				t.Error("open endpoint web has chains")
+			}
+			if got := sh("ipset", "list", "cx-open-wl"); !strings.Contains(got, "10.244.0.2,cxweb") {
+				t.Errorf("web not in the open set:\n%s", got)
+			}
+
 			// Drift: a flushed chain, a removed hook, a removed set member,
-			// a rule inserted into one of our chains.
+			// a rule inserted into one of our chains, an entry removed
+			// from the open set.
 			var setName string
 			sh(ipt, "-F", "cx-tw-cxdb")
 			sh(ipt, "-D", "INPUT", "-m", "comment", "--comment", strings.Split(hookLine(hooks[3]), `"`)[1], "-j", "cx-INPUT")
-			sh(ipt, "-I", "cx-fw-cxweb", "-j", "ACCEPT")
+			sh(ipt, "-I", "cx-fw-cxdb", "-j", "ACCEPT")
 			for _, name := range strings.Fields(sh("ipset", "list", "-n")) {
 				if strings.HasPrefix(name, "cx-s-") {
 					setName = name
 				}
 			}
 			sh("ipset", "del", setName, "10.244.0.2")
+			sh("ipset", "del", "cx-open-wl", "10.244.0.2,cxweb")
 			if err := dp.Resync(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -99,10 +111,13 @@ func TestKernelRoundTrip(t *testing.T) {
 			}
 			after := dp.Stats()
 			if n := after.ChainsWritten - before.ChainsWritten; n != 2 {
-				t.Errorf("repair rewrote %d chains, want 2 (cx-tw-cxdb, cx-fw-cxweb)", n)
+				t.Errorf("repair rewrote %d chains, want 2 (cx-tw-cxdb, cx-fw-cxdb)", n)
 			}
-			if n := after.MembersChanged - before.MembersChanged; n != 1 {
-				t.Errorf("repair changed %d set members, want 1", n)
+			if n := after.MembersChanged - before.MembersChanged; n != 2 {
+				t.Errorf("repair changed %d set members, want 2", n)
+			}
+			if after.NetlinkWrites != before.NetlinkWrites+1 {
+				t.Errorf("set members not repaired over netlink (%d netlink writes)", after.NetlinkWrites-before.NetlinkWrites)
 			}
 			save := sh(bin.save)
 			for _, want := range []string{"-A INPUT -m comment", "-A KUBE-FOO -j RETURN", "-A FORWARD -s 192.0.2.1/32 -j DROP"} {
@@ -115,6 +130,30 @@ func TestKernelRoundTrip(t *testing.T) {
 			}
 			if !strings.Contains(sh("ipset", "list", setName), "10.244.0.2") {
 				t.Errorf("set member not restored")
+			}
+			if !strings.Contains(sh("ipset", "list", "cx-open-wl"), "10.244.0.2,cxweb") {
+				t.Errorf("open set entry not restored")
+			}
+
+			// A flushed open set is refilled, and nothing else is written.
+			sh("ipset", "flush", "cx-open6-wl")
+			if err := dp.Resync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before = dp.Stats()
+			if err := dp.Apply(ctx); err != nil {
+				t.Fatal(err)
+			}
+			after = dp.Stats()
+			if n := after.MembersChanged - before.MembersChanged; n != 3 || after.ChainsWritten != before.ChainsWritten {
+				t.Errorf("refilling cx-open6-wl changed %d members (want 3: fd00::2, fe80::/10, ff00::/8) and %d chains",
+					n, after.ChainsWritten-before.ChainsWritten)
+			}
+			got := sh("ipset", "list", "cx-open6-wl")
+			for _, want := range []string{"fd00::2,cxweb", "fe80::/10,cxweb", "ff00::/8,cxweb"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("cx-open6-wl lacks %s after the refill:\n%s", want, got)
+				}
 			}
 
 			if err := dp.RemoveAll(ctx); err != nil {
@@ -211,6 +250,27 @@ func TestRandomStatesInKernel(t *testing.T) {
 				}
 			}
 		}
+		out, err := netlab.Exec(ctx, ns, "ipset", "save")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, err := parseIpsetSave([]byte(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range r.Sets() {
+			got := ks[want.Name]
+			switch {
+			case got == nil:
+				t.Errorf("seed %d: set %s missing", seed, want.Name)
+			case got.typ != want.Type || !maps.Equal(got.members, want.Members):
+				t.Errorf("seed %d: set %s is %s %v, render %s %v", seed, want.Name, got.typ, sortedMembers(got.members), want.Type, sortedMembers(want.Members))
+			}
+			delete(ks, want.Name)
+		}
+		if len(ks) != 0 {
+			t.Errorf("seed %d: sets the render does not have: %v", seed, slices.Collect(maps.Keys(ks)))
+		}
 		before := dp.Stats()
 		if err := dp.Resync(ctx); err != nil {
 			t.Fatal(err)
@@ -223,5 +283,79 @@ func TestRandomStatesInKernel(t *testing.T) {
 				after.ChainsWritten-before.ChainsWritten, after.MembersChanged-before.MembersChanged)
 		}
 		prev = m
+	}
+}
+
+// TestProgramEndpointBesideRun does what the agent does: Run applies in
+// the background (every SetEndpoint pokes it) while the ADD path calls
+// ProgramEndpoint. Each endpoint must be in its set when ProgramEndpoint
+// returns, and the kernel must end as a fresh render says.
+func TestProgramEndpointBesideRun(t *testing.T) {
+	skipUnlessLab(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lab := netlab.New("policy")
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	ns, err := lab.NS(ctx, "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{NodeName: "node-a", IPv6: true, CommandPrefix: []string{"ip", "netns", "exec", ns}}
+	dp, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps := []*datastore.WorkloadEndpoint{testEndpoint("db", "cxdb", "10.244.0.3/32", map[string]string{"app": "db"})}
+	if err := dp.SetEndpoint(eps[0]); err != nil {
+		t.Fatal(err)
+	}
+	pols := []*datastore.Policy{dbIngress()}
+	if err := dp.SetPolicy(pols[0]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- dp.Run(ctx) }()
+	for i := range 20 {
+		w := testEndpoint(fmt.Sprintf("web-%d", i), fmt.Sprintf("cxweb%d", i), fmt.Sprintf("10.244.0.%d/32", 10+i), map[string]string{"app": "web"})
+		eps = append(eps, w)
+		if err := dp.SetEndpoint(w); err != nil {
+			t.Fatal(err)
+		}
+		if err := dp.ProgramEndpoint(ctx, w.Metadata.Name); err != nil {
+			t.Fatal(err)
+		}
+		entry := fmt.Sprintf("10.244.0.%d,cxweb%d", 10+i, i)
+		if _, err := netlab.Exec(ctx, ns, "ipset", "test", "cx-open-wl", entry); err != nil {
+			t.Fatalf("%s not in cx-open-wl when ProgramEndpoint returned: %v", entry, err)
+		}
+	}
+	cancel()
+	<-done
+	if err := dp.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Render(cfg, pols, eps, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := netlab.Exec(context.Background(), ns, "ipset", "save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := parseIpsetSave([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range r.Sets() {
+		if got := ks[want.Name]; got == nil || !maps.Equal(got.members, want.Members) {
+			t.Errorf("set %s differs from a fresh render", want.Name)
+		}
+	}
+	if dp.Stats().NetlinkWrites == 0 {
+		t.Error("no set write went over netlink")
 	}
 }

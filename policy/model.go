@@ -57,6 +57,10 @@ type model struct {
 	// policyUse counts the local endpoints each policy selects: only
 	// policies in use on this node get chains.
 	policyUse map[string]int
+	// selected holds the local interfaces whose endpoint some policy
+	// selects: only they get cx-fw-/cx-tw- chains and a dispatch entry.
+	// Every other local endpoint is open and lives in the open sets.
+	selected map[string]struct{}
 
 	dirtyPolicies map[string]struct{}
 	dirtyIfaces   map[string]struct{}
@@ -64,6 +68,7 @@ type model struct {
 	dirtyNetSets  map[string]struct{}
 	dispatchDirty bool
 	poolsDirty    bool
+	openDirty     bool
 
 	want wantState
 }
@@ -85,12 +90,14 @@ func newModel(cfg *Config) *model {
 		selSets:       map[string]*selSet{},
 		netSets:       map[string]*netSetRef{},
 		policyUse:     map[string]int{},
+		selected:      map[string]struct{}{},
 		dirtyPolicies: map[string]struct{}{},
 		dirtyIfaces:   map[string]struct{}{},
 		dirtySelSets:  map[string]struct{}{},
 		dirtyNetSets:  map[string]struct{}{},
 		dispatchDirty: true,
 		poolsDirty:    true,
+		openDirty:     true,
 		want: wantState{
 			chains: map[Family]map[Table]map[string]*Chain{},
 			sets:   map[string]*IPSet{},
@@ -302,6 +309,9 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	old := m.endpoints[name]
 	m.endpoints[name] = ep
 	addrsChanged := old == nil || !slices.Equal(old.addrs, ep.addrs)
+	if ep.local || (old != nil && old.local) {
+		m.openDirty = true
+	}
 
 	for id, ss := range m.selSets {
 		_, was := ss.members[name]
@@ -326,7 +336,6 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	if old != nil && old.local && (!ep.local || old.ifname != ep.ifname) {
 		delete(m.ifaces, old.ifname)
 		m.dirtyIfaces[old.ifname] = struct{}{}
-		m.dispatchDirty = true
 	}
 	if !ep.local {
 		return nil
@@ -334,7 +343,6 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	if old == nil || !old.local || old.ifname != ep.ifname {
 		m.ifaces[ep.ifname] = name
 		m.dirtyIfaces[ep.ifname] = struct{}{}
-		m.dispatchDirty = true
 	}
 	ep.policies = map[string]struct{}{}
 	for pname, cp := range m.policies {
@@ -367,7 +375,6 @@ func (m *model) deleteEndpoint(name string) {
 	if old.local {
 		delete(m.ifaces, old.ifname)
 		m.dirtyIfaces[old.ifname] = struct{}{}
-		m.dispatchDirty = true
 	}
 }
 
@@ -391,6 +398,19 @@ func (m *model) setPools(pools []*datastore.IPPool) error {
 
 // refresh re-renders what changed since the last call into m.want.
 func (m *model) refresh() {
+	for ifname := range m.dirtyIfaces {
+		_, was := m.selected[ifname]
+		now := m.ifaceSelected(ifname)
+		if now {
+			m.selected[ifname] = struct{}{}
+		} else {
+			delete(m.selected, ifname)
+		}
+		if was != now {
+			m.dispatchDirty = true
+		}
+		m.openDirty = true
+	}
 	for _, f := range m.families {
 		filter := m.want.chains[f][TableFilter]
 		for name := range m.dirtyPolicies {
@@ -405,14 +425,15 @@ func (m *model) refresh() {
 			}
 		}
 		for ifname := range m.dirtyIfaces {
-			epName, ok := m.ifaces[ifname]
+			_, selected := m.selected[ifname]
 			for _, dir := range []direction{ingress, egress} {
 				cname := endpointChainName(ifname, dir)
-				if !ok {
-					delete(filter, cname)
+				if !selected {
+					delete(filter, cname) // gone, or open: the open sets cover it
 					continue
 				}
-				filter[cname] = renderEndpointChain(m.cfg, ifname, dir, m.endpointPolicies(m.endpoints[epName], dir))
+				ep := m.endpoints[m.ifaces[ifname]]
+				filter[cname] = renderEndpointChain(m.cfg, ifname, dir, m.endpointPolicies(ep, dir))
 			}
 		}
 		if m.dispatchDirty {
@@ -421,9 +442,9 @@ func (m *model) refresh() {
 					delete(filter, name)
 				}
 			}
-			ifaces := sortedIfaces(slices.Collect(maps.Keys(m.ifaces)))
+			ifaces := sortedIfaces(slices.Collect(maps.Keys(m.selected)))
 			for _, dir := range []direction{ingress, egress} {
-				for _, c := range renderDispatch(m.cfg, ifaces, dir) {
+				for _, c := range renderDispatch(m.cfg, f, ifaces, dir) {
 					filter[c.Name] = c
 				}
 			}
@@ -437,15 +458,15 @@ func (m *model) refresh() {
 				delete(m.want.sets, name)
 				continue
 			}
-			members := map[netip.Prefix]struct{}{}
+			members := map[SetMember]struct{}{}
 			for epName := range ss.members {
 				for _, a := range m.endpoints[epName].addrs {
 					if prefixFamily(a) == f {
-						members[a] = struct{}{}
+						members[netMember(a)] = struct{}{}
 					}
 				}
 			}
-			m.putSet(name, f, members)
+			m.putSet(name, f, setTypeNet, members)
 		}
 	}
 	for name := range m.dirtyNetSets {
@@ -454,43 +475,101 @@ func (m *model) refresh() {
 			delete(m.want.sets, name)
 			continue
 		}
-		members := map[netip.Prefix]struct{}{}
+		members := map[SetMember]struct{}{}
 		for _, p := range ns.nets {
-			members[p] = struct{}{}
+			members[netMember(p)] = struct{}{}
 		}
-		m.putSet(name, ns.family, members)
+		m.putSet(name, ns.family, setTypeNet, members)
 	}
 	if m.poolsDirty {
 		for _, f := range m.families {
-			all, masq := map[netip.Prefix]struct{}{}, map[netip.Prefix]struct{}{}
+			all, masq := map[SetMember]struct{}{}, map[SetMember]struct{}{}
 			for _, p := range m.pools {
 				if prefixFamily(p.cidr) != f {
 					continue
 				}
-				all[p.cidr] = struct{}{}
+				all[netMember(p.cidr)] = struct{}{}
 				if p.masq {
-					masq[p.cidr] = struct{}{}
+					masq[netMember(p.cidr)] = struct{}{}
 				}
 			}
-			m.putSet(familySetName(setPoolsAll, f), f, all)
-			m.putSet(familySetName(setPoolsMasq, f), f, masq)
+			m.putSet(familySetName(setPoolsAll, f), f, setTypeNet, all)
+			m.putSet(familySetName(setPoolsMasq, f), f, setTypeNet, masq)
+		}
+	}
+	if m.openDirty {
+		for _, f := range m.families {
+			m.putSet(familySetName(setOpenWL, f), f, setTypeNetIface, m.openMembers(f))
 		}
 	}
 	clear(m.dirtyPolicies)
 	clear(m.dirtyIfaces)
 	clear(m.dirtySelSets)
 	clear(m.dirtyNetSets)
-	m.dispatchDirty, m.poolsDirty = false, false
+	m.dispatchDirty, m.poolsDirty, m.openDirty = false, false, false
 }
 
 // putSet stores a set's members, bumping its generation only when they
 // changed.
-func (m *model) putSet(name string, f Family, members map[netip.Prefix]struct{}) {
+func (m *model) putSet(name string, f Family, typ string, members map[SetMember]struct{}) {
 	if old := m.want.sets[name]; old != nil && maps.Equal(old.Members, members) {
 		return
 	}
 	m.want.setGen++
-	m.want.sets[name] = &IPSet{Name: name, Family: f, Members: members, gen: m.want.setGen}
+	m.want.sets[name] = &IPSet{Name: name, Family: f, Type: typ, Members: members, gen: m.want.setGen}
+}
+
+// ifaceSelected reports whether a local interface's endpoint is selected by
+// at least one policy, in either direction.
+func (m *model) ifaceSelected(ifname string) bool {
+	epName, ok := m.ifaces[ifname]
+	if !ok {
+		return false
+	}
+	for pname := range m.endpoints[epName].policies {
+		if cp := m.policies[pname]; cp != nil && (cp.applies[ingress] || cp.applies[egress]) {
+			return true
+		}
+	}
+	return false
+}
+
+// linkScopesV6 are the IPv6 addresses besides its own that an open
+// endpoint's traffic may carry on its interface: link-local sources (to
+// the host) and link-local or multicast destinations (from the host, e.g.
+// neighbour solicitations when the host's traffic is policed). Its former
+// per-interface chain let them through; the open entries must as well.
+var linkScopesV6 = []netip.Prefix{netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8")}
+
+// openMembers lists the (address, interface) entries of every local
+// endpoint that no policy selects, in one family.
+func (m *model) openMembers(f Family) map[SetMember]struct{} {
+	members := map[SetMember]struct{}{}
+	for ifname, epName := range m.ifaces {
+		if _, sel := m.selected[ifname]; sel {
+			continue
+		}
+		for _, mb := range openEntries(m.endpoints[epName], f) {
+			members[mb] = struct{}{}
+		}
+	}
+	return members
+}
+
+// openEntries are one open local endpoint's entries in the open set of f.
+func openEntries(ep *endpoint, f Family) []SetMember {
+	var out []SetMember
+	for _, a := range ep.addrs {
+		if prefixFamily(a) == f {
+			out = append(out, SetMember{Net: a, Iface: ep.ifname})
+		}
+	}
+	if f == V6 {
+		for _, p := range linkScopesV6 {
+			out = append(out, SetMember{Net: p, Iface: ep.ifname})
+		}
+	}
+	return out
 }
 
 // endpointPolicies lists, in order, the policies applying to a local

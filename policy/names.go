@@ -33,6 +33,9 @@ const (
 const (
 	setPoolsAll  = "cx-pools-all"
 	setPoolsMasq = "cx-pools-masq"
+	// setOpenWL holds (address, interface) of every local endpoint no
+	// policy selects (hash:net,iface); v6: cx-open6-wl.
+	setOpenWL = "cx-open-wl"
 )
 
 // Table is an iptables table this package writes to.

@@ -97,17 +97,21 @@ func renderStatic(cfg *Config, f Family) map[Table][]*Chain {
 }
 
 // renderDispatch renders the chains that send a packet to its endpoint's
-// chain by interface name. ifaces must be sorted. Both end in a DROP for any
-// workload interface they do not know: a new veth is blocked until its
-// chains are in place (fail closed).
-func renderDispatch(cfg *Config, ifaces []string, dir direction) []*Chain {
-	root, flag := chainFromDisp, "-i "
+// chain by interface name. ifaces (the selected local endpoints) must be
+// sorted. Open endpoints are matched first, by one rule on the open set;
+// their RETURN is what their empty endpoint chain would do. Both chains end
+// in a DROP for any workload interface they do not know: a new veth is
+// blocked until it is in the open set or has its chains (fail closed).
+func renderDispatch(cfg *Config, f Family, ifaces []string, dir direction) []*Chain {
+	root, flag, dirs := chainFromDisp, "-i ", "src,src"
 	if dir == ingress {
-		root, flag = chainToDisp, "-o "
+		root, flag, dirs = chainToDisp, "-o ", "dst,dst"
 	}
+	open := "-m set --match-set " + familySetName(setOpenWL, f) + " " + dirs
 	prefix := cfg.InterfacePrefix
 	if len(ifaces) <= cfg.DispatchSplit {
 		b := newChain(root)
+		b.add(open, "-j RETURN", "open endpoint")
 		for _, ifname := range ifaces {
 			b.add(flag+ifname, "-g "+endpointChainName(ifname, dir), "")
 		}
@@ -118,6 +122,7 @@ func renderDispatch(cfg *Config, ifaces []string, dir direction) []*Chain {
 	// the linear scan short: 16 branches for hex-named interfaces.
 	var out []*Chain
 	rootB := newChain(root)
+	rootB.add(open, "-j RETURN", "open endpoint")
 	for i := 0; i < len(ifaces); {
 		c := ifaces[i][len(prefix)]
 		j := i

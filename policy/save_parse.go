@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net/netip"
 	"strings"
 )
 
@@ -108,10 +107,27 @@ func commentHash(spec string) string {
 type kernelSet struct {
 	typ     string
 	family  Family
-	members map[netip.Prefix]struct{}
+	members map[SetMember]struct{}
 }
 
-// parseIpsetSave reads `ipset save` output and keeps our sets.
+// parseMember reads one entry of a set of type typ as ipset save prints
+// it: "10.0.0.1", "10.0.0.0/8", and for hash:net,iface "fe80::/10,cx12".
+func parseMember(typ, s string) (SetMember, error) {
+	var m SetMember
+	if typ == setTypeNetIface {
+		i := strings.LastIndexByte(s, ',')
+		if i < 0 {
+			return m, fmt.Errorf("%q has no interface", s)
+		}
+		s, m.Iface = s[:i], s[i+1:]
+	}
+	p, err := parsePrefix(s)
+	m.Net = p
+	return m, err
+}
+
+// parseIpsetSave reads `ipset save` output and keeps our sets. Members of
+// types we never create are not read: plan refuses such sets by type.
 func parseIpsetSave(data []byte) (map[string]*kernelSet, error) {
 	sets := map[string]*kernelSet{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -123,7 +139,7 @@ func parseIpsetSave(data []byte) (map[string]*kernelSet, error) {
 		}
 		switch f[0] {
 		case "create":
-			ks := &kernelSet{typ: f[2], family: V4, members: map[netip.Prefix]struct{}{}}
+			ks := &kernelSet{typ: f[2], family: V4, members: map[SetMember]struct{}{}}
 			for i := 3; i+1 < len(f); i++ {
 				if f[i] == "family" && f[i+1] == "inet6" {
 					ks.family = V6
@@ -132,14 +148,14 @@ func parseIpsetSave(data []byte) (map[string]*kernelSet, error) {
 			sets[f[1]] = ks
 		case "add":
 			ks := sets[f[1]]
-			if ks == nil {
+			if ks == nil || (ks.typ != setTypeNet && ks.typ != setTypeNetIface) {
 				continue
 			}
-			p, err := parsePrefix(f[2])
+			m, err := parseMember(ks.typ, f[2])
 			if err != nil {
 				return nil, fmt.Errorf("ipset save: set %s: member %q: %w", f[1], f[2], err)
 			}
-			ks.members[p] = struct{}{}
+			ks.members[m] = struct{}{}
 		}
 	}
 	return sets, sc.Err()

@@ -52,16 +52,16 @@ type simRouter func(a netip.Addr) string
 
 type sim struct {
 	tables map[Table]simTable
-	sets   map[string]map[netip.Prefix]struct{}
+	sets   map[string]*IPSet
 	route  simRouter
 	steps  int
 }
 
 func newSim(r *Rendered, f Family, route simRouter) (*sim, error) {
-	s := &sim{tables: map[Table]simTable{}, sets: map[string]map[netip.Prefix]struct{}{}, route: route}
+	s := &sim{tables: map[Table]simTable{}, sets: map[string]*IPSet{}, route: route}
 	for _, set := range r.Sets() {
 		if set.Family == f {
-			s.sets[set.Name] = set.Members
+			s.sets[set.Name] = set
 		}
 	}
 	for _, t := range tables {
@@ -247,18 +247,11 @@ func (s *sim) parseRule(line string) (*simRule, error) {
 			if !ok {
 				return nil, fmt.Errorf("set %s does not exist", name)
 			}
-			add(func(p *simPacket) bool {
-				a := p.src
-				if dir == "dst" {
-					a = p.dst
-				}
-				for m := range set {
-					if m.Contains(a) {
-						return true
-					}
-				}
-				return false
-			})
+			m, err := setMatcher(set, dir)
+			if err != nil {
+				return nil, fmt.Errorf("set %s: %w", name, err)
+			}
+			add(m)
 		case "--dports", "--sports":
 			v, err := next()
 			if err != nil {
@@ -333,6 +326,49 @@ func (s *sim) parseRule(line string) (*simRule, error) {
 		return nil, fmt.Errorf("rule without a target")
 	}
 	return r, nil
+}
+
+// setMatcher is the set match: the direction flags name, per dimension of
+// the set's type, which address (src, dst) and for an interface dimension
+// which interface (src: incoming, dst: outgoing) to look up.
+func setMatcher(set *IPSet, flags string) (func(p *simPacket) bool, error) {
+	dims := strings.Split(flags, ",")
+	for _, d := range dims {
+		if d != "src" && d != "dst" {
+			return nil, fmt.Errorf("direction %q", flags)
+		}
+	}
+	var want int
+	switch set.Type {
+	case setTypeNet:
+		want = 1
+	case setTypeNetIface:
+		want = 2
+	default:
+		return nil, fmt.Errorf("simulator does not know set type %q", set.Type)
+	}
+	if len(dims) != want {
+		return nil, fmt.Errorf("%s takes %d direction flags, got %q", set.Type, want, flags)
+	}
+	return func(p *simPacket) bool {
+		a := p.src
+		if dims[0] == "dst" {
+			a = p.dst
+		}
+		iface := ""
+		if len(dims) == 2 {
+			iface = p.inIf
+			if dims[1] == "dst" {
+				iface = p.outIf
+			}
+		}
+		for m := range set.Members {
+			if m.Iface == iface && m.Net.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
 
 func protoNumber(v string) (int, error) {
@@ -450,6 +486,13 @@ func (s *sim) input(p simPacket) (bool, []string) {
 		return false, trace
 	}
 	return s.hook(TableFilter, chainInput, &p, &trace), trace
+}
+
+// output is the path of a packet the host sends: filter OUTPUT.
+func (s *sim) output(p simPacket) (bool, []string) {
+	var trace []string
+	s.steps = 0
+	return s.hook(TableFilter, chainOutput, &p, &trace), trace
 }
 
 // masquerade reports whether nat POSTROUTING masquerades the packet.

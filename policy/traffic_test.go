@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type trafficLab struct {
 	host  *netlab.Host
 	wl    map[string]*netlab.Workload
 	dp    *Dataplane
+	execs *countingRunner
 	eps   map[string]*datastore.WorkloadEndpoint
 	remIP netip.Addr
 }
@@ -107,8 +109,10 @@ func newTrafficLab(t *testing.T, cfg Config) *trafficLab {
 
 	cfg.NodeName = "node-a"
 	cfg.CommandPrefix = []string{"ip", "netns", "exec", host.NS}
+	cfg.NetNS = netnsRunDir + host.NS // what New derives from the prefix
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dp, err := New(cfg, log)
+	tl.execs = &countingRunner{r: ExecRunner{Prefix: cfg.CommandPrefix}}
+	dp, err := NewWithRunner(cfg, log, tl.execs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +128,17 @@ func newTrafficLab(t *testing.T, cfg Config) *trafficLab {
 	}
 	tl.apply()
 	return tl
+}
+
+// countingRunner runs the real commands and counts them.
+type countingRunner struct {
+	r ExecRunner
+	n atomic.Int64
+}
+
+func (c *countingRunner) Run(ctx context.Context, stdin []byte, argv ...string) ([]byte, error) {
+	c.n.Add(1)
+	return c.r.Run(ctx, stdin, argv...)
 }
 
 func (tl *trafficLab) apply() {

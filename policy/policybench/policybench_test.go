@@ -25,7 +25,7 @@ func TestRunQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(figs) != 3 {
+	if len(figs) != 4 {
 		t.Fatalf("got %d figures", len(figs))
 	}
 	for _, f := range figs {
