@@ -24,12 +24,14 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Peer, "peer", "", `external BGP peer: "bird" for a BIRD top-of-rack router`)
 	fs.IntVar(&o.Reflectors, "reflectors", 0, "make hosts 1..K route reflectors (mesh off)")
 	fs.StringVar(&o.Pool, "pool", lab.DefaultPool, "workload IPPool")
+	fs.BoolVar(&o.IPv6, "ipv6", false, "dual stack: IPv6 on the fabric and hosts, an IPv6 pool, agents with --node-ipv6, IPv6 sessions to the ToR")
+	fs.StringVar(&o.Pool6, "pool6", "", "IPv6 workload IPPool with --ipv6 (default "+lab.DefaultPool6+")")
 	fs.StringVar(&o.BinDir, "bin-dir", lab.DefaultBinDir(), "directory of calyx-agent, calyx and calyxctl")
 	fs.StringSliceVar(&o.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
 	fs.StringVar(&o.AgentLogLevel, "agent-log-level", "info", "agents' --log-level")
 	fs.BoolVar(&o.SkipAgents, "skip-agents", false, "start no agent (to test the lab itself)")
 	_ = fs.MarkHidden("skip-agents")
-	wait := fs.Duration("wait", 60*time.Second, "wait this long for every BGP session to be Established (0: do not wait)")
+	wait := fs.Duration("wait", 60*time.Second, "wait this long for every BGP session to be Established and every workload route to be in every host's kernel (0: do not wait)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +51,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *wait > 0 && !o.SkipAgents {
 		wctx, cancel := context.WithTimeout(ctx, *wait)
 		err := l.WaitEstablished(wctx)
+		if err == nil {
+			// So that a `ping` right after `up` finds every route.
+			err = l.WaitRoutes(wctx)
+		}
 		cancel()
 		if ctx.Err() != nil {
 			// Interrupted while waiting: the user wants nothing left.
@@ -89,11 +95,17 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func printStatus(ctx context.Context, l *lab.Lab, w io.Writer) {
 	o := l.Options()
 	fmt.Fprintf(w, "lab %s (prefix %s): %d hosts, pool %s", l.Dir(), l.Prefix(), o.Hosts, o.Pool)
+	if o.IPv6 {
+		fmt.Fprintf(w, ", IPv6 pool %s", o.Pool6)
+	}
 	if o.Reflectors > 0 {
 		fmt.Fprintf(w, ", %d route reflectors", o.Reflectors)
 	}
 	if o.Peer != "" {
 		fmt.Fprintf(w, ", %s peer at %s", o.Peer, lab.TorIP)
+		if o.IPv6 {
+			fmt.Fprintf(w, " and %s", lab.TorIPv6)
+		}
 	}
 	fmt.Fprintln(w)
 	procs := map[string]lab.Proc{}
@@ -138,12 +150,20 @@ func printStatus(ctx context.Context, l *lab.Lab, w io.Writer) {
 				}
 			}
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", h.Name, role, h.IP, procState("agent-"+h.Name), ready, peers)
+		addr := h.IP
+		if h.IPv6 != "" {
+			addr += "," + h.IPv6
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", h.Name, role, addr, procState("agent-"+h.Name), ready, peers)
 	}
 	tw.Flush()
 
 	if o.Peer == lab.PeerBird {
-		fmt.Fprintf(w, "\ntor %s (BIRD, AS %d): %s", lab.TorIP, lab.TorAS, procState("bird"))
+		torAddr := lab.TorIP
+		if o.IPv6 {
+			torAddr += "," + lab.TorIPv6
+		}
+		fmt.Fprintf(w, "\ntor %s (BIRD, AS %d): %s", torAddr, lab.TorAS, procState("bird"))
 		if up, err := l.BirdEstablished(ctx); err == nil {
 			var names []string
 			for n := range up {
@@ -307,13 +327,31 @@ func cmdPing(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	eps := l.Endpoints(*all)
-	if len(eps) < 2 {
+	eps, eps6 := l.Endpoints(*all), l.Endpoints6(*all)
+	if len(eps) < 2 && len(eps6) < 2 {
 		return errors.New("fewer than two endpoints to ping (add workloads, or use --all)")
 	}
-	m := l.PingMatrix(ctx, eps, eps, *parallel)
-	fmt.Fprint(stdout, m.String())
-	if len(m.Failed()) > 0 {
+	failed, printed := false, false
+	// A dual-stack lab gets one matrix per family, each titled.
+	for _, fam := range []struct {
+		title string
+		eps   []lab.Endpoint
+	}{{"IPv4", eps}, {"IPv6", eps6}} {
+		if len(fam.eps) < 2 {
+			continue
+		}
+		if printed {
+			fmt.Fprintln(stdout)
+		}
+		if len(eps6) >= 2 {
+			fmt.Fprintf(stdout, "%s\n", fam.title)
+		}
+		m := l.PingMatrix(ctx, fam.eps, fam.eps, *parallel)
+		fmt.Fprint(stdout, m.String())
+		printed = true
+		failed = failed || len(m.Failed()) > 0
+	}
+	if failed {
 		return exitCode(1)
 	}
 	return nil

@@ -85,3 +85,40 @@ func TestCLIWithoutAgents(t *testing.T) {
 		t.Errorf("namespaces left after down:\n%s", outNS)
 	}
 }
+
+// TestCLIDualStackWithoutAgents: up --ipv6 gives every host an IPv6
+// address that status shows, and ping --all prints one matrix per family.
+func TestCLIDualStackWithoutAgents(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	for _, tool := range []string{"ip", "etcd", "ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { _ = lab.DownDir(dir, false, nil) })
+	cli := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append(args[:1:1], append([]string{"--dir", dir}, args[1:]...)...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	if code, _, errs := cli("up", "--hosts", "2", "--pool6", "fd00:1::/56", "--skip-agents"); code == 0 || !strings.Contains(errs, "needs --ipv6") {
+		t.Errorf("--pool6 without --ipv6: %d %s", code, errs)
+	}
+	if code, out, errs := cli("up", "--hosts", "2", "--ipv6", "--skip-agents"); code != 0 || !strings.Contains(out, "lab up") {
+		t.Fatalf("up --ipv6: %d %s %s", code, out, errs)
+	}
+	code, out, errs := cli("status")
+	if code != 0 || !strings.Contains(out, lab.HostIP(2)+","+lab.HostIPv6(2)) || !strings.Contains(out, "IPv6 pool "+lab.DefaultPool6) {
+		t.Errorf("status: %d %s %s", code, out, errs)
+	}
+	code, out, errs = cli("ping", "--all")
+	if code != 0 || !strings.Contains(out, "IPv4\n") || !strings.Contains(out, "IPv6\n") || strings.Count(out, "2 of 2 pairs answered") != 2 {
+		t.Errorf("ping --all: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := cli("down"); code != 0 || !strings.Contains(out, "is down") {
+		t.Fatalf("down: %d %s %s", code, out, errs)
+	}
+}

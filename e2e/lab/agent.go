@@ -28,6 +28,9 @@ func AgentArgv(o Options, h Host) []string {
 		"--metrics-addr", "127.0.0.1:9091",
 		"--log-level", o.AgentLogLevel,
 	}
+	if h.IPv6 != "" {
+		argv = append(argv, "--node-ipv6", h.IPv6)
+	}
 	return append(argv, o.AgentArgs...)
 }
 
@@ -162,7 +165,9 @@ func (l *Lab) RestartAgent(ctx context.Context, host string) error {
 
 // expectedPeers is how many BGP sessions host i should have Established:
 // the mesh peers with every other host; with reflectors a reflector peers
-// with every other host and a client with every reflector; plus the ToR.
+// with every other host and a client with every reflector; plus the ToR
+// (two sessions in a dual-stack lab: IPv4 and IPv6). Node-to-node sessions
+// run over IPv4 and carry both families.
 func expectedPeers(o Options, i int) int {
 	n := o.Hosts - 1
 	if o.Reflectors > 0 && i > o.Reflectors {
@@ -170,6 +175,9 @@ func expectedPeers(o Options, i int) int {
 	}
 	if o.Peer == PeerBird {
 		n++
+		if o.IPv6 {
+			n++
+		}
 	}
 	return n
 }
@@ -224,6 +232,9 @@ func (l *Lab) checkEstablished(ctx context.Context) error {
 		for _, h := range hosts {
 			if !up[h.Name] {
 				errs = append(errs, fmt.Errorf("tor: session to %s not Established", h.Name))
+			}
+			if l.opts.IPv6 && !up[birdProtocol6(h.Name)] {
+				errs = append(errs, fmt.Errorf("tor: IPv6 session to %s (%s) not Established", h.Name, h.IPv6))
 			}
 		}
 	}

@@ -16,7 +16,16 @@ const procBird = "bird"
 // a second or two of the agent listening, the learned routes programmed into
 // the ToR namespace's kernel (so the ToR can reach workloads), and one
 // static route announced to the hosts.
-func birdConfig(hosts int) string {
+//
+// With ipv6 (a dual-stack lab) the ToR runs a second, separate IPv6 session
+// with every host (protocol "hostN_v6", fd18::fd to fd18::N) with an ipv6
+// channel only, programs the IPv6 routes it learns and announces
+// TorStaticRoute6. Separate sessions rather than an ipv6 channel on the
+// IPv4 session: GoBGP rewrites the next hop of the routes it passes on to
+// an eBGP peer to the session's local address, which on an IPv4 session
+// would be an IPv4(-mapped) next hop for an IPv6 prefix; on an IPv6
+// session every next hop is a real IPv6 address.
+func birdConfig(hosts int, ipv6 bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Written by calyx-lab: the lab's top-of-rack router.
 router id %[1]s;
@@ -43,11 +52,39 @@ template bgp calyxhost {
 	ipv4 { import all; export all; };
 }
 `, TorIP, TorStaticRoute, TorAS)
+	if ipv6 {
+		fmt.Fprintf(&b, `
+protocol kernel {
+	ipv6 { import none; export where source = RTS_BGP; };
+	merge paths on;
+}
+
+protocol static {
+	ipv6;
+	route %[1]s blackhole;
+}
+
+template bgp calyxhost6 {
+	local %[2]s as %[3]d;
+	connect delay time 1;
+	connect retry time 2;
+	error wait time 1, 10;
+	graceful restart on;
+	ipv6 { import all; export all; };
+}
+`, TorStaticRoute6, TorIPv6, TorAS)
+	}
 	for i := 1; i <= hosts; i++ {
 		fmt.Fprintf(&b, "\nprotocol bgp %s from calyxhost { neighbor %s as %d; }\n", HostName(i), HostIP(i), NodeAS)
+		if ipv6 {
+			fmt.Fprintf(&b, "protocol bgp %s from calyxhost6 { neighbor %s as %d; }\n", birdProtocol6(HostName(i)), HostIPv6(i), NodeAS)
+		}
 	}
 	return b.String()
 }
+
+// birdProtocol6 names the ToR's IPv6 session with host ("host1_v6").
+func birdProtocol6(host string) string { return host + "_v6" }
 
 func birdSocket(dir string) string { return filepath.Join(torDir(dir), "bird.ctl") }
 
@@ -55,14 +92,14 @@ func birdSocket(dir string) string { return filepath.Join(torDir(dir), "bird.ctl
 // process: BIRD's own daemon mode leaves a zombie on this kind of machine.
 func (l *Lab) startBird(ctx context.Context) error {
 	ns := l.names.tor()
-	if err := l.plug(ctx, ns, "tor", TorIP); err != nil {
+	if err := l.plug(ctx, ns, "tor", TorIP, map[bool]string{true: TorIPv6}[l.opts.IPv6]); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(torDir(l.dir), 0o755); err != nil {
 		return fmt.Errorf("tor directory: %w", err)
 	}
 	cfg := filepath.Join(torDir(l.dir), "bird.conf")
-	if err := os.WriteFile(cfg, []byte(birdConfig(l.opts.Hosts)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(birdConfig(l.opts.Hosts, l.opts.IPv6)), 0o644); err != nil {
 		return fmt.Errorf("writing BIRD config: %w", err)
 	}
 	bin, err := lookTool("bird")
@@ -107,7 +144,8 @@ func (l *Lab) Birdc(ctx context.Context, args ...string) (string, error) {
 }
 
 // BirdEstablished lists the ToR's BGP protocols that are Established, by
-// host name.
+// protocol name: the host name for the IPv4 session, and "hostN_v6" for the
+// IPv6 session of a dual-stack lab.
 func (l *Lab) BirdEstablished(ctx context.Context) (map[string]bool, error) {
 	out, err := l.Birdc(ctx, "show", "protocols")
 	if err != nil {

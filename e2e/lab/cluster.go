@@ -17,7 +17,10 @@ import (
 //   - with reflectors: a Node for each of hosts 1..K with
 //     routeReflectorClusterID and the ReflectorLabel (the agents register
 //     their own Node too; markReflectors re-asserts these fields after);
-//   - with the BIRD peer: a BGPPeer "tor" (TorIP, TorAS) for every node.
+//   - with the BIRD peer: a BGPPeer "tor" (TorIP, TorAS) for every node;
+//   - dual stack (IPv6): the IPPool "lab-pool6" for Options.Pool6 and, with
+//     the BIRD peer, a second BGPPeer "tor6" (TorIPv6, TorAS): a separate
+//     IPv6 session (see birdConfig for why).
 //
 // This is the one place that says how a lab's cluster is configured; adjust
 // it here when the agent's expectations change.
@@ -35,6 +38,13 @@ func ClusterResources(o Options) []datastore.Resource {
 			Spec:     datastore.IPPoolSpec{CIDR: o.Pool},
 		},
 	}
+	if o.IPv6 {
+		rs = append(rs, &datastore.IPPool{
+			TypeMeta: typeMeta(datastore.KindIPPool),
+			Metadata: datastore.Metadata{Name: "lab-pool6"},
+			Spec:     datastore.IPPoolSpec{CIDR: o.Pool6},
+		})
+	}
 	for i := 1; i <= o.Reflectors; i++ {
 		rs = append(rs, reflectorNode(i))
 	}
@@ -44,6 +54,13 @@ func ClusterResources(o Options) []datastore.Resource {
 			Metadata: datastore.Metadata{Name: "tor"},
 			Spec:     datastore.BGPPeerSpec{PeerIP: TorIP, ASNumber: TorAS},
 		})
+		if o.IPv6 {
+			rs = append(rs, &datastore.BGPPeer{
+				TypeMeta: typeMeta(datastore.KindBGPPeer),
+				Metadata: datastore.Metadata{Name: "tor6"},
+				Spec:     datastore.BGPPeerSpec{PeerIP: TorIPv6, ASNumber: TorAS},
+			})
+		}
 	}
 	return rs
 }

@@ -22,7 +22,8 @@ func (l *Lab) addNamespace(ctx context.Context, ns string) error {
 	return ipIn(ctx, ns, "link", "set", "lo", "up")
 }
 
-// buildFabric makes the fabric namespace and its bridge.
+// buildFabric makes the fabric namespace and its bridge (with its IPv6
+// address too in a dual-stack lab).
 func (l *Lab) buildFabric(ctx context.Context) error {
 	ns := l.names.fabric()
 	if err := l.addNamespace(ctx, ns); err != nil {
@@ -31,8 +32,13 @@ func (l *Lab) buildFabric(ctx context.Context) error {
 	steps := [][]string{
 		{"link", "add", fabricBridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"},
 		{"addr", "add", FabricGateway + "/" + strconv.Itoa(FabricPrefixLen), "dev", fabricBridge},
-		{"link", "set", fabricBridge, "up"},
 	}
+	if l.opts.IPv6 {
+		// nodad: the address is usable at once instead of after a second
+		// of duplicate address detection on a bridge nobody else uses.
+		steps = append(steps, []string{"addr", "add", FabricGateway6 + "/" + strconv.Itoa(FabricPrefixLen6), "dev", fabricBridge, "nodad"})
+	}
+	steps = append(steps, []string{"link", "set", fabricBridge, "up"})
 	for _, s := range steps {
 		if err := ipIn(ctx, ns, s...); err != nil {
 			return fmt.Errorf("fabric: %w", err)
@@ -42,8 +48,10 @@ func (l *Lab) buildFabric(ctx context.Context) error {
 }
 
 // plug creates a namespace for a fabric member and connects it to the
-// bridge with a veth pair: "port" on the bridge side, eth0 with addr inside.
-func (l *Lab) plug(ctx context.Context, ns, port, addr string) error {
+// bridge with a veth pair: "port" on the bridge side, eth0 with addr inside
+// and, when addr6 is not empty, that IPv6 address and a default IPv6 route
+// via the bridge too.
+func (l *Lab) plug(ctx context.Context, ns, port, addr, addr6 string) error {
 	if err := l.addNamespace(ctx, ns); err != nil {
 		return err
 	}
@@ -53,16 +61,35 @@ func (l *Lab) plug(ctx context.Context, ns, port, addr string) error {
 	if err := ipIn(ctx, fabric, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns); err != nil {
 		return fmt.Errorf("plugging %s into the fabric: %w", ns, err)
 	}
-	steps := []struct {
+	type step struct {
 		ns   string
 		args []string
-	}{
+	}
+	steps := []step{
 		{fabric, []string{"link", "set", port, "master", fabricBridge, "up"}},
 		{ns, []string{"addr", "add", addr + "/" + strconv.Itoa(FabricPrefixLen), "dev", "eth0"}},
-		{ns, []string{"link", "set", "eth0", "up"}},
-		{ns, []string{"route", "add", "default", "via", FabricGateway, "dev", "eth0"}},
+	}
+	if addr6 != "" {
+		steps = append(steps, step{ns, []string{"addr", "add", addr6 + "/" + strconv.Itoa(FabricPrefixLen6), "dev", "eth0", "nodad"}})
+	}
+	steps = append(steps,
+		step{ns, []string{"link", "set", "eth0", "up"}},
+		step{ns, []string{"route", "add", "default", "via", FabricGateway, "dev", "eth0"}},
+	)
+	if addr6 != "" {
+		steps = append(steps, step{ns, []string{"-6", "route", "add", "default", "via", FabricGateway6, "dev", "eth0"}})
 	}
 	for _, s := range steps {
+		if addr6 != "" && s.args[0] == "link" && s.args[1] == "set" && s.args[2] == "eth0" {
+			// Before the link comes up: without duplicate address detection
+			// its link-local address is usable at once. A host forwarding a
+			// workload's packet sends its neighbour solicitation from that
+			// address only; while it is tentative (up to 2 s) the kernel
+			// sends none, and the first packets to a next hop are lost.
+			if err := sysctlIn(ctx, ns, "net.ipv6.conf.eth0.accept_dad=0"); err != nil {
+				return err
+			}
+		}
 		if err := ipIn(ctx, s.ns, s.args...); err != nil {
 			return fmt.Errorf("plugging %s into the fabric: %w", ns, err)
 		}
@@ -70,12 +97,21 @@ func (l *Lab) plug(ctx context.Context, ns, port, addr string) error {
 	return nil
 }
 
+// hostIPv6 is host i's IPv6 fabric address, or "" in an IPv4-only lab.
+func (l *Lab) hostIPv6(i int) string {
+	if !l.opts.IPv6 {
+		return ""
+	}
+	return HostIPv6(i)
+}
+
 // buildHost makes host i: namespace, fabric port, forwarding on. The
 // default route via the fabric gives the agent's proxy-ARP for 169.254.1.1
-// the covering unicast route it needs.
+// the covering unicast route it needs (and the IPv6 default route does the
+// same for the workloads' fe80::1 in a dual-stack lab).
 func (l *Lab) buildHost(ctx context.Context, i int) error {
 	ns := l.names.host(i)
-	if err := l.plug(ctx, ns, "h"+strconv.Itoa(i), HostIP(i)); err != nil {
+	if err := l.plug(ctx, ns, "h"+strconv.Itoa(i), HostIP(i), l.hostIPv6(i)); err != nil {
 		return err
 	}
 	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {

@@ -154,7 +154,7 @@ func (l *Lab) build(ctx context.Context) error {
 func (l *Lab) buildHosts(ctx context.Context) error {
 	for i := 1; i <= l.opts.Hosts; i++ {
 		h := Host{
-			Name: HostName(i), Index: i, IP: HostIP(i), Netns: l.names.host(i),
+			Name: HostName(i), Index: i, IP: HostIP(i), IPv6: l.hostIPv6(i), Netns: l.names.host(i),
 			AgentSocket: agentSocketPath(l.dir, i), AgentLog: agentLogPath(l.dir, i),
 			Reflector: i <= l.opts.Reflectors,
 		}

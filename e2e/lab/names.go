@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,6 +27,16 @@ const (
 	// TorStaticRoute is announced by the ToR so that tests can see routes
 	// learned from an external peer reach the hosts' kernels.
 	TorStaticRoute = "203.0.113.0/24"
+
+	// The IPv6 side of the fabric (Options.IPv6), on the same bridge: a
+	// unique local /64 whose last group mirrors the IPv4 last octet.
+	FabricPrefixLen6 = 64
+	FabricGateway6   = "fd18::fe"
+	TorIPv6          = "fd18::fd"
+	// DefaultPool6 is the IPv6 workload IPPool of a dual-stack lab.
+	DefaultPool6 = "fd00:10:244::/56"
+	// TorStaticRoute6 is the ToR's IPv6 counterpart of TorStaticRoute.
+	TorStaticRoute6 = "2001:db8:ffff::/48"
 	// ReflectorClusterID is written on the Nodes that reflect.
 	ReflectorClusterID = "244.0.0.1"
 	// ReflectorLabel marks the Nodes that reflect.
@@ -66,6 +77,14 @@ func HostName(i int) string { return "host" + strconv.Itoa(i) }
 
 // HostIP is the fabric address of the i-th host (1-based).
 func HostIP(i int) string { return "198.18.0." + strconv.Itoa(i) }
+
+// HostIPv6 is the IPv6 fabric address of the i-th host (1-based) in a
+// dual-stack lab: fd18::<i>, the index written in decimal digits (so host
+// 12 is fd18::12), which never collides with the gateway or the ToR.
+func HostIPv6(i int) string { return "fd18::" + strconv.Itoa(i) }
+
+// fabricNet6 is the IPv6 fabric prefix, which pools must not overlap.
+var fabricNet6 = netip.MustParsePrefix("fd18::/64")
 
 // hostIndex parses "host3" into 3.
 func hostIndex(name string) (int, bool) {

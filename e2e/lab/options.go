@@ -27,6 +27,14 @@ type Options struct {
 	Reflectors int `json:"reflectors,omitempty"`
 	// Pool is the workload IPPool (default 10.244.0.0/16).
 	Pool string `json:"pool"`
+	// IPv6 makes the lab dual stack: the fabric and every host get an IPv6
+	// address too (HostIPv6, default route via FabricGateway6), an IPv6
+	// IPPool (Pool6) is added, the agents run with --node-ipv6, and the
+	// BIRD ToR, if any, also peers with every host over IPv6.
+	IPv6 bool `json:"ipv6,omitempty"`
+	// Pool6 is the IPv6 workload IPPool of a dual-stack lab (default
+	// fd00:10:244::/56); ignored without IPv6.
+	Pool6 string `json:"pool6,omitempty"`
 	// BinDir holds calyx-agent, calyx (the CNI plugin) and calyxctl.
 	BinDir string `json:"binDir"`
 	// SkipAgents builds everything but starts no agent, so that the lab's
@@ -63,6 +71,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Pool == "" {
 		o.Pool = DefaultPool
+	}
+	if o.IPv6 && o.Pool6 == "" {
+		o.Pool6 = DefaultPool6
 	}
 	if o.AgentLogLevel == "" {
 		o.AgentLogLevel = "info"
@@ -105,6 +116,19 @@ func (o Options) validate() error {
 		errs = append(errs, fmt.Errorf("--pool %q: host bits set (did you mean %s?)", o.Pool, p.Masked()))
 	} else if p.Overlaps(netip.MustParsePrefix("198.18.0.0/15")) {
 		errs = append(errs, fmt.Errorf("--pool %q overlaps the lab fabric 198.18.0.0/15", o.Pool))
+	}
+	if o.IPv6 {
+		if p, err := netip.ParsePrefix(o.Pool6); err != nil {
+			errs = append(errs, fmt.Errorf("--pool6 %q: %w", o.Pool6, err))
+		} else if !p.Addr().Is6() || p.Addr().Is4In6() {
+			errs = append(errs, fmt.Errorf("--pool6 %q is not an IPv6 prefix", o.Pool6))
+		} else if p.Masked() != p {
+			errs = append(errs, fmt.Errorf("--pool6 %q: host bits set (did you mean %s?)", o.Pool6, p.Masked()))
+		} else if p.Overlaps(fabricNet6) {
+			errs = append(errs, fmt.Errorf("--pool6 %q overlaps the lab's IPv6 fabric %s", o.Pool6, fabricNet6))
+		}
+	} else if o.Pool6 != "" {
+		errs = append(errs, fmt.Errorf("--pool6 %q needs --ipv6", o.Pool6))
 	}
 	// A unix socket path must fit in sun_path (108 bytes with the NUL).
 	if sock := agentSocketPath(o.Dir, o.Hosts); len(sock) > 107 {

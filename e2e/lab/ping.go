@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,7 +23,8 @@ type PingResult struct {
 
 var rttRE = regexp.MustCompile(`time=([0-9.]+) ms`)
 
-// Ping sends one ICMP echo from target's namespace to ip (1 s timeout).
+// Ping sends one ICMP echo from target's namespace to ip (1 s timeout);
+// ICMPv6 (ping -6) when ip is an IPv6 address.
 func (l *Lab) Ping(from, toIP string) error {
 	r := l.ping(context.Background(), from, toIP)
 	return r.Err
@@ -31,7 +33,11 @@ func (l *Lab) Ping(from, toIP string) error {
 func (l *Lab) ping(ctx context.Context, from, toIP string) PingResult {
 	r := PingResult{From: from, To: toIP, ToIP: toIP}
 	start := time.Now()
-	out, err := l.ExecContext(ctx, from, "ping", "-n", "-c", "1", "-W", "1", toIP)
+	argv := []string{"ping", "-n", "-c", "1", "-W", "1", toIP}
+	if a, err := netip.ParseAddr(toIP); err == nil && a.Is6() {
+		argv = []string{"ping", "-6", "-n", "-c", "1", "-W", "1", toIP}
+	}
+	out, err := l.ExecContext(ctx, from, argv...)
 	if err != nil {
 		r.Err = fmt.Errorf("ping %s from %s: no answer", toIP, from)
 		return r
@@ -74,7 +80,8 @@ func (m Matrix) Failed() []PingResult {
 }
 
 // Endpoints lists the workloads (and with hosts, the hosts) as ping
-// endpoints, in lab order.
+// endpoints, in lab order, by their IPv4 address (a workload with none, by
+// its first address).
 func (l *Lab) Endpoints(withHosts bool) []Endpoint {
 	var eps []Endpoint
 	if withHosts {
@@ -83,8 +90,32 @@ func (l *Lab) Endpoints(withHosts bool) []Endpoint {
 		}
 	}
 	for _, w := range l.Workloads() {
-		if w.IP() != "" {
-			eps = append(eps, Endpoint{w.Name, w.IP()})
+		ip := w.IPv4()
+		if ip == "" {
+			ip = w.IP()
+		}
+		if ip != "" {
+			eps = append(eps, Endpoint{w.Name, ip})
+		}
+	}
+	return eps
+}
+
+// Endpoints6 lists the workloads (and with hosts, the hosts) that have an
+// IPv6 address as ping endpoints by that address, in lab order. It is empty
+// in an IPv4-only lab.
+func (l *Lab) Endpoints6(withHosts bool) []Endpoint {
+	var eps []Endpoint
+	if withHosts {
+		for _, h := range l.Hosts() {
+			if h.IPv6 != "" {
+				eps = append(eps, Endpoint{h.Name, h.IPv6})
+			}
+		}
+	}
+	for _, w := range l.Workloads() {
+		if ip := w.IPv6(); ip != "" {
+			eps = append(eps, Endpoint{w.Name, ip})
 		}
 	}
 	return eps

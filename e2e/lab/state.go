@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,9 +35,11 @@ type State struct {
 
 // Host is one emulated host.
 type Host struct {
-	Name        string `json:"name"` // node name: host1
-	Index       int    `json:"index"`
-	IP          string `json:"ip"`
+	Name  string `json:"name"` // node name: host1
+	Index int    `json:"index"`
+	IP    string `json:"ip"`
+	// IPv6 is the host's IPv6 fabric address in a dual-stack lab.
+	IPv6        string `json:"ipv6,omitempty"`
 	Netns       string `json:"netns"`
 	AgentSocket string `json:"agentSocket"`
 	AgentLog    string `json:"agentLog"`
@@ -62,6 +65,21 @@ func (w Workload) IP() string {
 		return ""
 	}
 	return w.IPs[0]
+}
+
+// IPv4 is the workload's first IPv4 address ("" when it has none).
+func (w Workload) IPv4() string { return w.firstIP(false) }
+
+// IPv6 is the workload's first IPv6 address ("" when it has none).
+func (w Workload) IPv6() string { return w.firstIP(true) }
+
+func (w Workload) firstIP(v6 bool) string {
+	for _, s := range w.IPs {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() == v6 {
+			return s
+		}
+	}
+	return ""
 }
 
 // Proc is one detached process of the lab.

@@ -96,7 +96,7 @@ func TestExpectedPeers(t *testing.T) {
 }
 
 func TestBirdConfigParses(t *testing.T) {
-	cfg := birdConfig(3)
+	cfg := birdConfig(3, false)
 	for _, want := range []string{"router id " + TorIP, "neighbor " + HostIP(3) + " as 64512", "local " + TorIP + " as 65000", TorStaticRoute} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
