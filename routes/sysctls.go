@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -134,7 +135,10 @@ func (s *Sysctls) record(changed int, err error) {
 // meanwhile is not an error.
 func (s *Sysctls) ensureInterface(name string) (int, error) {
 	n, err := sysctl.Ensure(sysctl.HostInterface(name, s.opts.IPv6))
-	if err != nil && !interfaceExists(name) {
+	// A workload deleted while we write: its /proc/sys entries vanish one
+	// by one, so "no such file" means it is going, not that we failed.
+	if err != nil && (!interfaceExists(name) || errors.Is(err, fs.ErrNotExist)) {
+		s.log.Debug("interface went away while its sysctls were checked", "ifname", name, "err", err)
 		return n, nil
 	}
 	return n, err

@@ -70,6 +70,10 @@ func (l *Lab) launchEtcd(ctx context.Context) error {
 		"--initial-cluster-state", "new",
 		"--heartbeat-interval", "20",
 		"--election-timeout", "200",
+		// Keep history bounded, as any long-running etcd must be: churn
+		// writes ~2 revisions per CNI ADD/DEL.
+		"--auto-compaction-mode", "revision",
+		"--auto-compaction-retention", "10000",
 		"--log-level", "warn",
 		"--logger", "zap",
 	}
