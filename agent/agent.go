@@ -53,6 +53,7 @@ type Agent struct {
 	pendingAdd   map[string]*datastore.WorkloadEndpoint // written by CNI ADD, not yet seen by the syncer
 	pendingDel   map[string]bool                        // deleted by CNI DEL, not yet seen by the syncer
 	learnedPaths map[netip.Prefix][]netip.Addr
+	learnedSync  learnedSync // which learned prefixes the table has yet to hear of
 	lastPeers    []bgp.Peer
 	// keptLearned are the routes learned before a restart, kept in the
 	// kernel until BGP's initial sync (End-of-RIB) and then swept.

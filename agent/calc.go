@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/calyx-net/calyx/bgp"
@@ -106,34 +107,47 @@ func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*d
 // owned block) is skipped: learned routes never override the node's own.
 // Covering routes (a default from the ToR) and more-specific ones inside an
 // owned block (an address another node borrowed from it) are installed:
-// longest-prefix match keeps each where it belongs.
+// longest-prefix match keeps each where it belongs. The order is the map's:
+// the table keys routes by destination.
 func learnedRoutes(learned map[netip.Prefix][]netip.Addr, own []routes.Route, self []netip.Addr) []routes.Route {
-	mine := map[netip.Prefix]bool{}
+	mine := make(map[netip.Prefix]struct{}, len(own))
 	for _, r := range own {
-		mine[r.Dst] = true
+		mine[r.Dst] = struct{}{}
 	}
-	isSelf := map[netip.Addr]bool{}
-	for _, a := range self {
-		isSelf[a] = true
-	}
-	var out []routes.Route
+	out := make([]routes.Route, 0, len(learned))
 	for p, hops := range learned {
-		if mine[p] || len(hops) == 0 {
+		if r, ok := learnedRoute(p, hops, mine, self); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// learnedRoute is the kernel route of one learned prefix; ok is false when
+// the prefix gets none (one of the node's own, withdrawn, or no usable next
+// hop: only ourselves, or of the other family).
+func learnedRoute(p netip.Prefix, hops []netip.Addr, mine map[netip.Prefix]struct{}, self []netip.Addr) (routes.Route, bool) {
+	if _, own := mine[p]; own || len(hops) == 0 {
+		return routes.Route{}, false
+	}
+	nh := hops
+	for i, h := range hops {
+		if !slices.Contains(self, h) && h.Is4() == p.Addr().Is4() {
 			continue
 		}
-		var nh []netip.Addr
-		for _, h := range hops {
-			if !isSelf[h] && h.Is4() == p.Addr().Is4() {
+		// Rare: copy the usable ones, leaving the caller's slice alone.
+		nh = slices.Clone(hops[:i])
+		for _, h := range hops[i+1:] {
+			if !slices.Contains(self, h) && h.Is4() == p.Addr().Is4() {
 				nh = append(nh, h)
 			}
 		}
-		if len(nh) == 0 {
-			continue
-		}
-		out = append(out, routes.Route{Dst: p, Type: routes.RouteGateway, NextHops: nh})
+		break
 	}
-	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Dst, out[j].Dst) })
-	return out
+	if len(nh) == 0 {
+		return routes.Route{}, false
+	}
+	return routes.Route{Dst: p, Type: routes.RouteGateway, NextHops: nh}, true
 }
 
 func prefixLess(a, b netip.Prefix) bool {

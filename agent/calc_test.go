@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/calyx-net/calyx/bgp"
@@ -101,6 +102,8 @@ func TestLearnedRoutesNeverOverrideOwn(t *testing.T) {
 		pfx("10.244.5.0/26"): {},                                       // withdrawn
 	}
 	got := learnedRoutes(learned, own, []netip.Addr{addr("198.18.0.1")})
+	// The table keys routes by destination: the order is not part of it.
+	sort.Slice(got, func(i, j int) bool { return prefixLess(got[i].Dst, got[j].Dst) })
 	var dsts []netip.Prefix
 	for _, r := range got {
 		dsts = append(dsts, r.Dst)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"reflect"
 	"time"
@@ -139,6 +138,7 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	} else {
 		a.mu.Lock()
 		a.keptLearned = kept
+		a.learnedSync.markAll(kept)
 		a.mu.Unlock()
 		if len(kept) > 0 {
 			a.log.Info("keeping routes learned before the restart until BGP has re-synced", "routes", len(kept))
@@ -153,6 +153,9 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	go a.sysctls.Run(ctx)
 	go a.policy.Run(ctx)
 
+	a.mu.Lock()
+	learnedKick := a.learnedSync.wakeChan()
+	a.mu.Unlock()
 	grDone := a.startBGP(ctx)
 	reconcile := time.NewTicker(a.cfg.ResyncInterval)
 	defer reconcile.Stop()
@@ -162,19 +165,11 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 			return ctx.Err()
 		case <-a.kick:
 			a.recompute(ctx)
+		case <-learnedKick:
+			a.handOverLearned()
 		case <-grDone:
 			grDone = nil
-			a.mu.Lock()
-			stale := 0
-			for p := range a.keptLearned {
-				if _, still := a.learnedPaths[p]; !still {
-					stale++
-				}
-			}
-			a.keptLearned = nil
-			a.mu.Unlock()
-			a.recompute(ctx)
-			a.log.Info("BGP initial sync done: routes not learned again are swept", "stale", stale)
+			a.sweepKeptLearned(ctx)
 		case <-reconcile.C:
 			a.reconcileLearned(ctx)
 		}
@@ -197,13 +192,7 @@ func (a *Agent) recompute(ctx context.Context) {
 			peersChanged, a.lastPeers = true, peers
 		}
 	}
-	paths := a.learnedPaths
-	if len(a.keptLearned) > 0 {
-		paths = make(map[netip.Prefix][]netip.Addr, len(a.keptLearned)+len(a.learnedPaths))
-		maps.Copy(paths, a.keptLearned)
-		maps.Copy(paths, a.learnedPaths) // what BGP says now wins
-	}
-	learned := learnedRoutes(paths, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
+	learned := a.learnedSync.handover(a.learnedPaths, a.keptLearned, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
 	started := a.bgpStarted
 	a.metrics.localEndpoints.Set(float64(len(local)))
 	a.mu.Unlock()
@@ -211,8 +200,10 @@ func (a *Agent) recompute(ctx context.Context) {
 	if err := a.local.SetRoutes(localRoutes); err != nil {
 		a.log.Error("workload routes refused", "err", err)
 	}
-	if err := a.learned.SetRoutes(learned); err != nil {
-		a.log.Error("learned routes refused", "err", err)
+	if !learned.empty() {
+		if err := learned.apply(a.learned); err != nil {
+			a.log.Error("learned routes refused", "err", err)
+		}
 	}
 	if !started {
 		return
@@ -297,22 +288,68 @@ func (a *Agent) startBGP(ctx context.Context) <-chan struct{} {
 	return a.speaker.InitialSyncDone()
 }
 
-// onLearned merges a batch of best-path changes; the speaker calls it from
-// its own goroutine.
+// onLearned merges a batch of best-path changes and marks the prefixes
+// that changed, for the dataplane loop to hand over alone; the speaker
+// calls it from its own goroutine.
 func (a *Agent) onLearned(u bgp.LearnedUpdate) {
 	if a.log.Enabled(context.Background(), slog.LevelDebug) {
 		a.log.Debug("learned routes changed", "count", len(u.Routes), "routes", fmt.Sprint(u.Routes))
 	}
 	a.mu.Lock()
-	for p, hops := range u.Routes {
-		if len(hops) == 0 {
-			delete(a.learnedPaths, p)
-		} else {
-			a.learnedPaths[p] = hops
+	a.learnedSync.mergeLearned(a.learnedPaths, u)
+	wake := a.learnedSync.wakeChan()
+	a.mu.Unlock()
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// sweepKeptLearned ends the keeping of the routes learned before a
+// restart, once BGP's initial sync is done: those not learned again go.
+// What is learned again is read from the RIB itself, not taken from the
+// subscription alone: the last routes a peer sent before its End-of-RIB
+// may still be on their way through it, and sweeping those would delete
+// live routes for a moment.
+func (a *Agent) sweepKeptLearned(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	paths, err := a.speaker.Learned(rctx)
+	cancel()
+	if err != nil {
+		a.log.Warn("reading the BGP RIB for the sweep; using the routes delivered so far", "err", err)
+	}
+	a.mu.Lock()
+	if err == nil {
+		a.learnedSync.replaceLearned(a.learnedPaths, paths)
+		a.learnedPaths = paths
+	}
+	stale := 0
+	for p := range a.keptLearned {
+		if _, still := a.learnedPaths[p]; !still {
+			stale++
 		}
 	}
+	a.learnedSync.markAll(a.keptLearned)
+	a.keptLearned = nil
 	a.mu.Unlock()
-	a.poke()
+	a.recompute(ctx)
+	a.log.Info("BGP initial sync done: routes not learned again are swept", "stale", stale)
+}
+
+// handOverLearned gives the learned-route table the routes of the prefixes
+// whose paths changed, and nothing else: the node's own routes, which
+// learned ones never override, are as the last recompute found them (any
+// change to them comes with a recompute of its own).
+func (a *Agent) handOverLearned() {
+	a.mu.Lock()
+	h := a.learnedSync.handoverMarked(a.learnedPaths, a.keptLearned)
+	a.mu.Unlock()
+	if h.empty() {
+		return
+	}
+	if err := h.apply(a.learned); err != nil {
+		a.log.Error("learned routes refused", "err", err)
+	}
 }
 
 // reconcileLearned replaces the learned paths with a fresh read of the RIB,
@@ -332,11 +369,14 @@ func (a *Agent) reconcileLearned(ctx context.Context) {
 		return
 	}
 	a.mu.Lock()
-	changed := !reflect.DeepEqual(paths, a.learnedPaths)
+	changed := a.learnedSync.replaceLearned(a.learnedPaths, paths)
 	a.learnedPaths = paths
+	// Hand the whole set over now and then, so that no slip of the
+	// incremental bookkeeping can outlive a reconcile.
+	a.learnedSync.forget()
 	a.mu.Unlock()
 	if changed {
 		a.log.Info("learned routes differed from the RIB; reconciled")
-		a.poke()
 	}
+	a.poke()
 }

@@ -85,9 +85,9 @@ func (b *goBGP) Start(ctx context.Context, g Global) error {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
 	}
-	if err := installExportPolicy(ctx, srv); err != nil {
+	if err := installPolicies(ctx, srv, g.ASN); err != nil {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		return fmt.Errorf("bgp start: export policy: %w", err)
+		return fmt.Errorf("bgp start: policies: %w", err)
 	}
 	b.srv, b.global, b.started = srv, g, true
 	b.ctx, b.cancel = context.WithCancel(context.Background())

@@ -25,7 +25,7 @@ func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 	if b.closed || fn == nil {
 		return
 	}
-	s := &subscriber{fn: fn, log: b.log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &subscriber{fn: fn, log: b.log, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), done: make(chan struct{})}
 	b.subs = append(b.subs, s)
 	if b.started {
 		if err := s.watch(b.ctx, b.srv, b.global.RouterID.String()); err != nil {
@@ -38,16 +38,27 @@ func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 // queues the raw event (GoBGP runs it on its watch goroutine); decoding,
 // de-duplication and the call to fn happen on the subscriber's own
 // goroutine, which takes everything queued at once: a natural batch.
+//
+// The queue is bounded: when the subscriber falls behind (a 100k-prefix
+// table arriving), the watch goroutine waits, and the backlog stays in
+// GoBGP's own queue as its native paths, a fraction of the size of the
+// converted API messages, which would otherwise pile up here.
 type subscriber struct {
 	fn  func(LearnedUpdate)
 	log *slog.Logger
 
 	mu      sync.Mutex
 	pending [][]*api.Path
+	spare   [][]*api.Path // the previous batch's slice, reused
 	running bool
 	wake    chan struct{}
+	room    chan struct{} // deliver took the queue
 	done    chan struct{}
 }
+
+// maxPendingEvents bounds the queue (GoBGP sends one event per changed
+// destination; the first, the whole table, always fits).
+const maxPendingEvents = 4096
 
 func (s *subscriber) watch(ctx context.Context, srv *server.BgpServer, routerID string) error {
 	s.mu.Lock()
@@ -62,9 +73,20 @@ func (s *subscriber) enqueue(r *api.WatchEventResponse) {
 	if t == nil {
 		return
 	}
-	s.mu.Lock()
-	s.pending = append(s.pending, t.Paths)
-	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		if len(s.pending) < maxPendingEvents {
+			s.pending = append(s.pending, t.Paths)
+			s.mu.Unlock()
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.room:
+		case <-s.done:
+			return
+		}
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -76,6 +98,8 @@ func (s *subscriber) enqueue(r *api.WatchEventResponse) {
 func (s *subscriber) deliver(ctx context.Context, routerID string) {
 	defer close(s.done)
 	view := map[netip.Prefix][]netip.Addr{}
+	dec := bestPathDecoder{routerID: routerID}
+	changed := map[netip.Prefix][]netip.Addr{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,15 +108,20 @@ func (s *subscriber) deliver(ctx context.Context, routerID string) {
 		}
 		s.mu.Lock()
 		events := s.pending
-		s.pending = nil
+		s.pending, s.spare = s.spare[:0], nil
 		s.mu.Unlock()
-
-		changed := map[netip.Prefix][]netip.Addr{}
-		for _, ev := range events {
-			for pfx, nhs := range bestPathsToRoutes(ev, routerID) {
-				changed[pfx] = nhs // later events supersede earlier ones
-			}
+		select {
+		case s.room <- struct{}{}:
+		default:
 		}
+
+		for _, ev := range events {
+			dec.merge(changed, ev) // later events supersede earlier ones
+		}
+		clear(events)
+		s.mu.Lock()
+		s.spare = events
+		s.mu.Unlock()
 		out := make(map[netip.Prefix][]netip.Addr, len(changed))
 		for pfx, nhs := range changed {
 			old, had := view[pfx]
@@ -105,6 +134,11 @@ func (s *subscriber) deliver(ctx context.Context, routerID string) {
 				view[pfx] = nhs
 				out[pfx] = nhs
 			}
+		}
+		if len(changed) > 1024 {
+			changed = map[netip.Prefix][]netip.Addr{} // clearing would keep a burst's memory
+		} else {
+			clear(changed)
 		}
 		if len(out) > 0 && ctx.Err() == nil {
 			s.fn(LearnedUpdate{Routes: out})
@@ -146,7 +180,9 @@ func (b *goBGP) Learned(ctx context.Context) (map[netip.Prefix][]netip.Addr, err
 	}
 	select {
 	case paths := <-got:
-		routes := bestPathsToRoutes(paths, routerID)
+		routes := make(map[netip.Prefix][]netip.Addr, len(paths))
+		dec := bestPathDecoder{routerID: routerID}
+		dec.merge(routes, paths)
 		for pfx, nhs := range routes {
 			if len(nhs) == 0 {
 				delete(routes, pfx)

@@ -2,7 +2,6 @@ package bgp
 
 import (
 	"net/netip"
-	"slices"
 
 	api "github.com/osrg/gobgp/v3/api"
 )
@@ -116,40 +115,4 @@ func parseNextHop(s string) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
-}
-
-// bestPathsToRoutes turns the paths of one GoBGP best-path event into
-// prefix → next hops. The event carries, for each destination that
-// changed, all of its ECMP best paths, or one withdrawn path. A nil value
-// means the prefix is not learned: withdrawn, or originated by this node
-// (GoBGP always prefers its own path, so then no learned path is in the
-// set), or reflected back to us with our router ID as originator.
-func bestPathsToRoutes(paths []*api.Path, routerID string) map[netip.Prefix][]netip.Addr {
-	out := make(map[netip.Prefix][]netip.Addr, len(paths))
-	own := map[netip.Prefix]bool{}
-	for _, p := range paths {
-		pfx, ok := pathPrefix(p)
-		if !ok {
-			continue
-		}
-		if _, seen := out[pfx]; !seen {
-			out[pfx] = nil
-		}
-		if p.IsWithdraw || own[pfx] {
-			continue
-		}
-		at := readAttrs(p, false)
-		if !pathSource(p).IsValid() || at.originatorID == routerID {
-			own[pfx] = true
-			out[pfx] = nil
-			continue
-		}
-		if at.nextHop.IsValid() && !slices.Contains(out[pfx], at.nextHop) {
-			out[pfx] = append(out[pfx], at.nextHop)
-		}
-	}
-	for _, nhs := range out {
-		slices.SortFunc(nhs, netip.Addr.Compare)
-	}
-	return out
 }

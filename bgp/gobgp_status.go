@@ -64,7 +64,15 @@ func fillStatus(st *PeerStatus, ap *api.Peer) {
 	if since != nil && since.GetSeconds() != 0 {
 		st.Since = since.AsTime()
 	}
+	remote := remoteFamilies(ap)
 	for _, af := range ap.GetAfiSafis() {
+		// GoBGP reports every configured family, and counts for each what
+		// it would send (End-of-RIB included) even when the peer did not
+		// negotiate it: a dual-stack node's IPv4-only session to a ToR
+		// would count the IPv6 family too.
+		if f, ok := familyFromAPI(af.GetConfig().GetFamily()); ok && st.State == StateEstablished && !remote[f] {
+			continue
+		}
 		gr := af.GetMpGracefulRestart().GetState()
 		negotiated := gr.GetReceived() && ap.GetGracefulRestart().GetEnabled()
 		if negotiated && st.State == StateEstablished {
@@ -79,6 +87,28 @@ func fillStatus(st *PeerStatus, ap *api.Peer) {
 		}
 		st.PrefixesAdvertised += adv
 	}
+}
+
+// remoteFamilies are the families the peer announced in its OPEN
+// (multiprotocol capabilities); a peer that announced none runs IPv4
+// unicast only (RFC 4760).
+func remoteFamilies(ap *api.Peer) map[Family]bool {
+	out := map[Family]bool{}
+	announced := false
+	for _, c := range ap.GetState().GetRemoteCap() {
+		var mp api.MultiProtocolCapability
+		if c.UnmarshalTo(&mp) != nil {
+			continue
+		}
+		announced = true
+		if f, ok := familyFromAPI(mp.GetFamily()); ok {
+			out[f] = true
+		}
+	}
+	if !announced {
+		out[IPv4Unicast] = true
+	}
+	return out
 }
 
 func (b *goBGP) RIB(ctx context.Context) ([]RIBEntry, error) {
@@ -134,7 +164,7 @@ func destinationEntries(d *api.Destination, localAS uint32) []RIBEntry {
 			Local:   !src.IsValid(),
 			Best:    !p.IsWithdraw && !p.IsNexthopInvalid && (i == 0 || rank == best),
 			Stale:   p.Stale,
-			ASPath:  at.asPath,
+			ASPath:  withoutExternalMark(at.asPath, localAS, src.IsValid() && !rank.ibgp),
 		}
 		if p.GetAge() != nil {
 			e.Since = p.GetAge().AsTime().Truncate(time.Second)

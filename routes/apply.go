@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -140,7 +141,7 @@ func (t *Table) beginPass(only []netip.Prefix, force bool) bool {
 	resync := force || (only == nil && (t.needResync || !t.watching))
 	if resync {
 		t.needResync = false
-		clear(t.kernelEvents)
+		t.kernelEvents = resetEvents(t.kernelEvents)
 		clear(t.linkEvents)
 	}
 	return resync
@@ -161,24 +162,33 @@ func (t *Table) plan(only []netip.Prefix, resynced bool) []target {
 			t.dirty[p] = struct{}{}
 		}
 	}
-	var dsts []netip.Prefix
+	targets := t.targets[:0]
+	if cap(targets) > 16384 { // a burst's buffer goes
+		targets = nil
+	}
+	add := func(p netip.Prefix) {
+		r, ok := t.desired[p]
+		targets = append(targets, target{dst: p, route: r.route(p), desired: ok})
+	}
 	if only != nil {
-		dsts = only
-		for _, p := range only {
+		// Each destination once: the requests of a pass go out together,
+		// so a second one would be decided before the first is answered.
+		for _, p := range slices.Compact(slices.SortedFunc(slices.Values(only), comparePrefix)) {
 			delete(t.dirty, p)
+			add(p)
 		}
 	} else {
-		dsts = make([]netip.Prefix, 0, len(t.dirty))
 		for p := range t.dirty {
-			dsts = append(dsts, p)
+			add(p)
 		}
-		clear(t.dirty)
+		if len(t.dirty) > 4096 {
+			t.dirty = make(map[netip.Prefix]struct{}) // clearing would keep a burst's memory
+		} else {
+			clear(t.dirty)
+		}
 	}
-	targets := make([]target, len(dsts))
-	for i, p := range dsts {
-		r, ok := t.desired[p]
-		targets[i] = target{dst: p, route: r, desired: ok}
-	}
+	// Reused by the next pass: write is done with it by then (applyMu).
+	t.targets = targets
 	return targets
 }
 
@@ -191,8 +201,15 @@ func (t *Table) mergeEventsLocked() {
 		for idx, ev := range t.linkEvents {
 			old, had := t.linkNames[idx]
 			prev := t.links[old]
+			if prev.index != idx {
+				prev = linkState{} // the name moved on to a newer interface
+			}
 			if had && (ev.deleted || old != ev.name) {
-				delete(t.links, old)
+				// The name may already belong to a newer interface whose
+				// event came first in this map's order: keep that one.
+				if cur, ok := t.links[old]; ok && cur.index == idx {
+					delete(t.links, old)
+				}
 				delete(t.linkNames, idx)
 				changed[old] = true
 			}
@@ -225,41 +242,69 @@ func (t *Table) mergeEventsLocked() {
 		}
 		if len(changed) > 0 {
 			for p, r := range t.desired {
-				if r.LinkName != "" && changed[r.LinkName] {
+				if r.link != "" && changed[r.link] {
 					t.dirty[p] = struct{}{}
 				}
 			}
 		}
 	}
-	for p, k := range t.kernelEvents {
-		if k == nil {
+	for p, ev := range t.kernelEvents {
+		have, had := t.actual[p]
+		if ev.deleted {
+			if !had {
+				continue
+			}
 			delete(t.actual, p)
 		} else {
-			t.actual[p] = *k
+			t.actual[p] = t.hops.kernel(ev.k)
+			if had && sameForwarding(have, ev.k, p.Addr().Is4()) {
+				// The echo of our own write: nothing to reconcile.
+				continue
+			}
 		}
 		t.dirty[p] = struct{}{}
 	}
-	clear(t.kernelEvents)
+	t.kernelEvents = resetEvents(t.kernelEvents)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// resetEvents empties the event queue; a map that a burst of events grew
+// large is dropped rather than cleared, since clearing keeps its memory.
+func resetEvents(m map[netip.Prefix]kernelEvent) map[netip.Prefix]kernelEvent {
+	if len(m) > 1024 {
+		return make(map[netip.Prefix]kernelEvent)
+	}
+	clear(m)
+	return m
 }
 
 // write reconciles each target with one netlink request at most. Only the
-// apply goroutine runs it (applyMu held), without mu.
+// apply goroutine runs it (applyMu held), without mu. Requests go to the
+// kernel in batches (see routeWriter); each outcome is handled in order as
+// its batch returns.
 //
 // A targeted pass (few routes, typically a workload that was just wired)
 // looks its interfaces up in the kernel instead of trusting the cache: the
 // link event of a veth created a moment ago may not have been seen yet.
 func (t *Table) write(ctx context.Context, targets []target, resynced, targeted bool) passResult {
 	var res passResult
+	b := writeBatch{t: t, res: &res, reqs: t.reqs[:0]}
+	defer func() { t.reqs = b.reqs }()
 	if resynced {
 		for _, d := range t.extras {
-			if err := t.del(d.dst, d.k); err != nil {
-				res.errs = append(res.errs, err)
-			}
+			b.del(d.dst, d.k, true)
 		}
 		t.extras = nil
 	}
 	for i, tg := range targets {
 		if i%256 == 0 && ctx.Err() != nil {
+			b.flush()
 			for _, rest := range targets[i:] {
 				res.failed = append(res.failed, rest.dst)
 			}
@@ -271,10 +316,7 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 		if !tg.desired {
 			delete(t.pending, p)
 			if hasHave {
-				if err := t.del(p, have); err != nil {
-					res.errs = append(res.errs, err)
-					res.failed = append(res.failed, p)
-				}
+				b.del(p, have, false)
 			}
 			continue
 		}
@@ -287,10 +329,7 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 				res.pending = append(res.pending, p)
 				if hasHave && !(ok && have.usesLink(ls.index)) {
 					// It forwards somewhere we no longer want.
-					if err := t.del(p, have); err != nil {
-						res.errs = append(res.errs, err)
-						res.failed = append(res.failed, p)
-					}
+					b.del(p, have, false)
 				}
 				continue
 			}
@@ -305,11 +344,99 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 		if hasHave {
 			op = OpReplace
 		}
-		err := t.put(op, p, want)
+		b.put(op, r, want)
+	}
+	b.flush()
+	return res
+}
+
+// writeBatch queues the requests of one pass and handles their outcomes.
+// Adds are exclusive so that a route of another protocol at the same
+// destination is never overwritten; replaces are only used where the
+// kernel view shows our own route.
+type writeBatch struct {
+	t    *Table
+	res  *passResult
+	reqs []writeReq
+}
+
+// writeReq is one queued request. A request that the BeforeWrite hook
+// failed is not sent; err holds the hook's error.
+type writeReq struct {
+	op    WriteOp
+	route Route // put: the desired route (for messages)
+	dst   netip.Prefix
+	k     kroute // put: what to write; delete: the kernel's route
+	extra bool   // delete of a duplicate that is not in the kernel view
+	sent  bool
+	err   error
+}
+
+func (b *writeBatch) put(op WriteOp, r Route, want kroute) {
+	b.queue(writeReq{op: op, route: r, dst: r.Dst, k: want})
+}
+
+// del deletes our route at p; a route already gone counts as deleted.
+func (b *writeBatch) del(p netip.Prefix, have kroute, extra bool) {
+	b.queue(writeReq{op: OpDelete, dst: p, k: have, extra: extra})
+}
+
+func (b *writeBatch) queue(rq writeReq) {
+	t := b.t
+	if hook := t.opts.BeforeWrite; hook != nil {
+		rq.err = hook(rq.op, rq.dst)
+	}
+	full := false
+	if rq.err == nil {
+		rq.sent = true
+		full = t.w.queue(rq.op, rq.dst, rq.k, t.table, t.opts.Protocol)
+	}
+	b.reqs = append(b.reqs, rq)
+	if full || len(b.reqs) >= 4*writeBatchMax {
+		b.flush()
+	}
+}
+
+// flush sends what is queued and handles every outcome in order.
+func (b *writeBatch) flush() {
+	t, res := b.t, b.res
+	results := t.w.flush()
+	next := 0
+	for _, rq := range b.reqs {
+		err := rq.err
+		if rq.sent {
+			err = results[next]
+			next++
+		}
+		p := rq.dst
+		if rq.op == OpDelete {
+			switch {
+			case err == nil || errors.Is(err, unix.ESRCH):
+				if !rq.extra {
+					delete(t.actual, p)
+				}
+				if err == nil {
+					t.counters.removed.Add(1)
+				}
+			default:
+				t.counters.errors.Add(1)
+				res.errs = append(res.errs, fmt.Errorf("delete route %s: %w", p, err))
+				if !rq.extra {
+					res.failed = append(res.failed, p)
+				}
+			}
+			continue
+		}
+		r := rq.route
 		switch {
 		case err == nil:
-			t.actual[p] = want
-		case op == OpAdd && errors.Is(err, unix.EEXIST):
+			t.actual[p] = t.hops.kernel(rq.k)
+			if rq.op == OpAdd {
+				t.counters.added.Add(1)
+			} else {
+				t.counters.replaced.Add(1)
+			}
+		case rq.op == OpAdd && errors.Is(err, unix.EEXIST):
 			res.conflicts = append(res.conflicts, p)
 		case r.LinkName != "" && (errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENETDOWN)):
 			// The interface went away under us; its event makes it
@@ -319,55 +446,12 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 			delete(t.links, r.LinkName)
 		default:
 			t.counters.errors.Add(1)
-			res.errs = append(res.errs, fmt.Errorf("%s route %s: %w", op, r, err))
+			res.errs = append(res.errs, fmt.Errorf("%s route %s: %w", rq.op, r, err))
 			res.failed = append(res.failed, p)
 		}
 	}
-	return res
-}
-
-// put writes one route. Adds are exclusive so that a route of another
-// protocol at the same destination is never overwritten; replaces are only
-// used where the kernel view shows our own route.
-func (t *Table) put(op WriteOp, p netip.Prefix, want kroute) error {
-	if hook := t.opts.BeforeWrite; hook != nil {
-		if err := hook(op, p); err != nil {
-			return err
-		}
-	}
-	nr := toNetlink(p, want, t.table, t.opts.Protocol)
-	if op == OpAdd {
-		if err := t.h.RouteAdd(nr); err != nil {
-			return err
-		}
-		t.counters.added.Add(1)
-		return nil
-	}
-	if err := t.h.RouteReplace(nr); err != nil {
-		return err
-	}
-	t.counters.replaced.Add(1)
-	return nil
-}
-
-// del deletes our route at p; a route already gone counts as deleted.
-func (t *Table) del(p netip.Prefix, have kroute) error {
-	if hook := t.opts.BeforeWrite; hook != nil {
-		if err := hook(OpDelete, p); err != nil {
-			t.counters.errors.Add(1)
-			return fmt.Errorf("delete route %s: %w", p, err)
-		}
-	}
-	err := t.h.RouteDel(toNetlinkDelete(p, have, t.table, t.opts.Protocol))
-	if err != nil && !errors.Is(err, unix.ESRCH) {
-		t.counters.errors.Add(1)
-		return fmt.Errorf("delete route %s: %w", p, err)
-	}
-	delete(t.actual, p)
-	if err == nil {
-		t.counters.removed.Add(1)
-	}
-	return nil
+	clear(b.reqs)
+	b.reqs = b.reqs[:0]
 }
 
 // link resolves an interface name from the cache, or from the kernel.

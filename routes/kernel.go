@@ -18,15 +18,16 @@ type nextHop struct {
 
 // kroute is the comparable kernel shape of one route, built either from a
 // desired Route (after resolving its interface) or from a route read from
-// the kernel. Only the fields that decide forwarding are compared.
+// the kernel. Only the fields that decide forwarding are compared. The
+// fields are ordered to pack: a table's kernel view holds one per route.
 type kroute struct {
-	typ       int // unix.RTN_UNICAST or unix.RTN_BLACKHOLE
-	scope     netlink.Scope
-	linkIndex int // output interface of a device route
 	src       netip.Addr
 	hops      []nextHop // sorted
+	linkIndex int       // output interface of a device route
+	priority  int       // kernel metric; only used to delete exactly that route
+	typ       uint8     // unix.RTN_UNICAST or unix.RTN_BLACKHOLE
+	scope     netlink.Scope
 	onlink    bool
-	priority  int // kernel metric; only used to delete exactly that route
 }
 
 // wantKernel builds the kernel shape of a valid desired route whose
@@ -57,7 +58,7 @@ func haveKernel(nr *netlink.Route) (netip.Prefix, kroute, bool) {
 		return netip.Prefix{}, kroute{}, false
 	}
 	k := kroute{
-		typ:       nr.Type,
+		typ:       uint8(nr.Type),
 		scope:     nr.Scope,
 		linkIndex: nr.LinkIndex,
 		priority:  nr.Priority,
@@ -125,13 +126,14 @@ func (k kroute) usesLink(ifindex int) bool {
 	return false
 }
 
-// toNetlink builds the netlink request for writing k at dst.
+// toNetlink builds the netlink library's request for writing k at dst (the
+// table writes through routeWriter; this is the reference for benchmarks).
 func toNetlink(dst netip.Prefix, k kroute, table, protocol int) *netlink.Route {
 	nr := &netlink.Route{
 		Dst:      ipNetFromPrefix(dst),
 		Table:    table,
 		Protocol: netlink.RouteProtocol(protocol),
-		Type:     k.typ,
+		Type:     int(k.typ),
 		Scope:    k.scope,
 		Src:      ipFromAddr(k.src),
 	}
@@ -156,19 +158,6 @@ func toNetlink(dst netip.Prefix, k kroute, table, protocol int) *netlink.Route {
 		nr.LinkIndex = k.linkIndex
 	}
 	return nr
-}
-
-// toNetlinkDelete builds a delete request matching exactly our route at dst:
-// our protocol and table, the kernel's metric and type, any scope.
-func toNetlinkDelete(dst netip.Prefix, have kroute, table, protocol int) *netlink.Route {
-	return &netlink.Route{
-		Dst:      ipNetFromPrefix(dst),
-		Table:    table,
-		Protocol: netlink.RouteProtocol(protocol),
-		Type:     have.typ,
-		Scope:    netlink.SCOPE_NOWHERE,
-		Priority: have.priority,
-	}
 }
 
 func sortHops(h []nextHop) {

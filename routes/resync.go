@@ -76,7 +76,7 @@ func (t *Table) readRoutes(family int) (map[netip.Prefix]kroute, []dupRoute, err
 				extras = append(extras, dupRoute{dst: p, k: k})
 				return true
 			}
-			actual[p] = k
+			actual[p] = t.hops.kernel(k)
 			return true
 		})
 		if err == nil {

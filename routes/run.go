@@ -13,7 +13,8 @@ import (
 )
 
 // subscribeBuffer is the receive buffer of the event sockets: large enough
-// that the echo of a 100k-route apply does not overflow it. On overflow
+// for a burst of 100k route changes made by someone else (the echoes of
+// our own writes are filtered out before they are queued). On overflow
 // the subscription is renewed and the kernel re-read, so nothing is lost.
 const subscribeBuffer = 16 << 20
 
@@ -67,31 +68,24 @@ func (t *Table) Run(ctx context.Context) error {
 // watch runs one pair of subscriptions until one of them ends.
 func (t *Table) watch(ctx context.Context, ns vns.NsHandle) error {
 	done := make(chan struct{})
-	routeCh := make(chan netlink.RouteUpdate, 4096)
 	linkCh := make(chan netlink.LinkUpdate, 256)
-	var routesStarted, linksStarted bool
+	var linksStarted bool
 	defer func() {
 		close(done)
-		// The subscription goroutines close their channels once their
-		// sockets are closed; drain so none stays blocked on a send.
-		if routesStarted {
-			go drainUntilClosed(routeCh)
-		}
+		// The subscription goroutine closes its channel once its socket
+		// is closed; drain so it never stays blocked on a send.
 		if linksStarted {
 			go drainUntilClosed(linkCh)
 		}
 	}()
 	onErr := func(err error) { t.log.Debug("netlink event socket", "err", err) }
 
-	if err := netlink.RouteSubscribeWithOptions(routeCh, done, netlink.RouteSubscribeOptions{
-		Namespace:              &ns,
-		ErrorCallback:          onErr,
-		ReceiveBufferSize:      subscribeBuffer,
-		ReceiveBufferForceSize: true,
-	}); err != nil {
+	routeFailed := make(chan error, 1)
+	routes, err := t.watchRouteEvents(routeFailed)
+	if err != nil {
 		return err
 	}
-	routesStarted = true
+	defer routes.stop()
 	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{
 		Namespace:              &ns,
 		ErrorCallback:          onErr,
@@ -114,13 +108,8 @@ func (t *Table) watch(ctx context.Context, ns vns.NsHandle) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-routeCh:
-			if !ok {
-				return errors.New("route subscription closed")
-			}
-			if t.noteRoute(u) {
-				t.poke()
-			}
+		case err := <-routeFailed:
+			return err
 		case u, ok := <-linkCh:
 			if !ok {
 				return errors.New("link subscription closed")
@@ -134,32 +123,6 @@ func (t *Table) watch(ctx context.Context, ns vns.NsHandle) error {
 			t.poke()
 		}
 	}
-}
-
-// noteRoute queues a route event of ours for the next apply.
-func (t *Table) noteRoute(u netlink.RouteUpdate) bool {
-	r := &u.Route
-	if r.Table != t.table || int(r.Protocol) != t.opts.Protocol {
-		return false
-	}
-	if (r.Family == unix.AF_INET && !t.opts.Family.has4()) || (r.Family == unix.AF_INET6 && !t.opts.Family.has6()) {
-		return false
-	}
-	p, k, ok := haveKernel(r)
-	if !ok {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch u.Type {
-	case unix.RTM_NEWROUTE:
-		t.kernelEvents[p] = &k
-	case unix.RTM_DELROUTE:
-		t.kernelEvents[p] = nil
-	default:
-		return false
-	}
-	return true
 }
 
 // noteLink queues an interface event for the next apply.
@@ -182,15 +145,19 @@ func (t *Table) poke() {
 	}
 }
 
-// applier runs background passes: after each poke it waits CoalesceDelay
-// so a burst of events becomes one pass, and retries failures with
-// backoff. It never writes before the owner's first Apply.
+// applier runs background passes and retries failures with backoff. A
+// poke after a quiet spell is applied at once, so that a single change
+// (a new block learned from a peer) is not held back; a poke within
+// CoalesceDelay of the previous pass waits out the rest of it, so that a
+// burst becomes one pass per delay. It never writes before the owner's
+// first Apply.
 func (t *Table) applier(ctx context.Context) {
 	retry := time.NewTimer(0)
 	if !retry.Stop() {
 		<-retry.C
 	}
 	backoff := 100 * time.Millisecond
+	var lastPass time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,15 +165,19 @@ func (t *Table) applier(ctx context.Context) {
 		case <-t.kick:
 		case <-retry.C:
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(t.opts.CoalesceDelay):
+		if wait := t.opts.CoalesceDelay - time.Since(lastPass); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		}
 		if !t.InSync() || !t.hasWork() {
 			continue
 		}
-		if _, err := t.apply(ctx, nil); err != nil && ctx.Err() == nil {
+		_, err := t.apply(ctx, nil)
+		lastPass = time.Now()
+		if err != nil && ctx.Err() == nil {
 			retry.Reset(backoff)
 			backoff = min(backoff*2, t.opts.ResyncInterval)
 			continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,8 +46,10 @@ type Options struct {
 	// ResyncInterval is how often Run re-reads the kernel's routes in full
 	// to repair drift that no event reported. Default 60s.
 	ResyncInterval time.Duration
-	// CoalesceDelay is how long Run waits after the first of a burst of
-	// events before it applies, so a burst becomes one Apply. Default 20ms.
+	// CoalesceDelay is the shortest time between two of Run's passes: a
+	// change after a quiet spell is written at once, the changes that
+	// follow within the delay are written together when it has passed, so
+	// a burst costs one pass per delay. Default 20ms.
 	CoalesceDelay time.Duration
 	// BeforeWrite, if set, is called before every kernel write; a non-nil
 	// error fails that write as if the kernel had refused it. For tests.
@@ -56,7 +59,8 @@ type Options struct {
 // Table keeps the kernel's routes of one protocol number equal to a desired
 // set, in the desired/actual style: setters only change memory, Apply (and
 // the Run loop, once the owner has applied the first time) writes the
-// differences to the kernel through one reused netlink handle.
+// differences to the kernel over one socket of its own, many requests per
+// system call (routeWriter).
 //
 // A Table owns every route with its protocol number in its table and
 // families: routes of that protocol that are not desired are deleted. Use
@@ -67,14 +71,16 @@ type Table struct {
 	log       *slog.Logger
 	h         *netlink.Handle
 	ownHandle bool
+	w         *routeWriter // route writes, batched; guarded by applyMu
+	hops      hopCache
 	counters  counters
 
 	// mu guards the desired state and what the Run loop hands over; it is
 	// never held during kernel I/O, so setters do not wait for an Apply.
 	mu           sync.Mutex
-	desired      map[netip.Prefix]Route
+	desired      map[netip.Prefix]storedRoute
 	dirty        map[netip.Prefix]struct{}
-	kernelEvents map[netip.Prefix]*kroute // route seen (nil: deleted) since the last apply
+	kernelEvents map[netip.Prefix]kernelEvent // the last event of each route since the last apply
 	linkEvents   map[int]linkEvent
 	needResync   bool
 	inSync       bool // the owner has applied once: Run may write
@@ -88,6 +94,14 @@ type Table struct {
 	links     map[string]linkState
 	linkNames map[int]string
 	pending   map[netip.Prefix]struct{}
+	reqs      []writeReq // a pass's queued writes, reused from pass to pass
+	targets   []target   // a pass's plan, reused likewise
+}
+
+// kernelEvent is a route of ours as an event reported it.
+type kernelEvent struct {
+	k       kroute
+	deleted bool
 }
 
 type linkState struct {
@@ -137,9 +151,9 @@ func New(opts Options) (*Table, error) {
 		table:        table,
 		log:          log.With("component", "routes", "protocol", opts.Protocol, "table", table),
 		h:            opts.Handle,
-		desired:      make(map[netip.Prefix]Route),
+		desired:      make(map[netip.Prefix]storedRoute),
 		dirty:        make(map[netip.Prefix]struct{}),
-		kernelEvents: make(map[netip.Prefix]*kroute),
+		kernelEvents: make(map[netip.Prefix]kernelEvent),
 		linkEvents:   make(map[int]linkEvent),
 		needResync:   true,
 		kick:         make(chan struct{}, 1),
@@ -148,9 +162,15 @@ func New(opts Options) (*Table, error) {
 		linkNames:    make(map[int]string),
 		pending:      make(map[netip.Prefix]struct{}),
 	}
+	w, err := newRouteWriter(opts.NetNSPath)
+	if err != nil {
+		return nil, err
+	}
+	t.w = w
 	if t.h == nil {
 		h, err := netns.NewHandle(opts.NetNSPath)
 		if err != nil {
+			w.close()
 			return nil, err
 		}
 		t.h, t.ownHandle = h, true
@@ -158,8 +178,12 @@ func New(opts Options) (*Table, error) {
 	return t, nil
 }
 
-// Close releases the table's own netlink handle. Routes stay in the kernel.
+// Close releases the table's own netlink handle and socket. Routes stay in
+// the kernel.
 func (t *Table) Close() {
+	t.applyMu.Lock()
+	t.w.close()
+	t.applyMu.Unlock()
 	if t.ownHandle {
 		t.h.Close()
 	}
@@ -169,7 +193,7 @@ func (t *Table) Close() {
 // reported in the returned error; the valid ones are set regardless.
 func (t *Table) SetRoutes(routes []Route) error {
 	var errs []error
-	next := make(map[netip.Prefix]Route, len(routes))
+	next := make(map[netip.Prefix]storedRoute, len(routes))
 	for _, r := range routes {
 		if err := r.validate(t.opts.Family); err != nil {
 			errs = append(errs, err)
@@ -179,23 +203,58 @@ func (t *Table) SetRoutes(routes []Route) error {
 			errs = append(errs, fmt.Errorf("route %s: destination listed twice", r.Dst))
 			continue
 		}
-		next[r.Dst] = r.clone()
+		next[r.Dst] = t.store(r)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for p, old := range t.desired {
-		if nr, ok := next[p]; !ok || !sameRoute(old, nr) {
+		if nr, ok := next[p]; !ok || !old.same(nr) {
 			t.dirty[p] = struct{}{}
 		}
 	}
 	for p, nr := range next {
-		if old, ok := t.desired[p]; !ok || !sameRoute(old, nr) {
+		if old, ok := t.desired[p]; !ok || !old.same(nr) {
 			t.dirty[p] = struct{}{}
 		}
 	}
 	t.desired = next
 	if len(t.dirty) > 0 {
 		t.poke() // Run's applier writes the change (after the first Apply)
+	}
+	return errors.Join(errs...)
+}
+
+// UpdateRoutes changes part of the desired set in one step: each route of
+// set is added or replaces the one at its destination, each destination of
+// del is removed (one that is not desired is ignored). It costs what it
+// changes, not the size of the set: the way to feed a stream of small
+// changes to a large table. Invalid routes are left out and reported in
+// the returned error; the rest is applied regardless.
+func (t *Table) UpdateRoutes(set []Route, del []netip.Prefix) error {
+	var errs []error
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changed := false
+	for _, p := range del {
+		if _, ok := t.desired[p]; ok {
+			delete(t.desired, p)
+			t.dirty[p] = struct{}{}
+			changed = true
+		}
+	}
+	for _, r := range set {
+		if err := r.validate(t.opts.Family); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if old, ok := t.desired[r.Dst]; !ok || !old.is(r) {
+			t.desired[r.Dst] = t.store(r)
+			t.dirty[r.Dst] = struct{}{}
+			changed = true
+		}
+	}
+	if changed {
+		t.poke()
 	}
 	return errors.Join(errs...)
 }
@@ -207,8 +266,8 @@ func (t *Table) SetRoute(r Route) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.desired[r.Dst]; !ok || !sameRoute(old, r) {
-		t.desired[r.Dst] = r.clone()
+	if old, ok := t.desired[r.Dst]; !ok || !old.is(r) {
+		t.desired[r.Dst] = t.store(r)
 		t.dirty[r.Dst] = struct{}{}
 		t.poke()
 	}
@@ -231,8 +290,8 @@ func (t *Table) Routes() []Route {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]Route, 0, len(t.desired))
-	for _, r := range t.desired {
-		out = append(out, r.clone())
+	for p, r := range t.desired {
+		out = append(out, r.route(p).clone())
 	}
 	return out
 }
@@ -245,14 +304,34 @@ func (t *Table) InSync() bool {
 	return t.inSync
 }
 
-func sameRoute(a, b Route) bool {
-	if a.Dst != b.Dst || a.Type != b.Type || a.LinkName != b.LinkName || a.Src != b.Src || len(a.NextHops) != len(b.NextHops) {
-		return false
-	}
-	for i := range a.NextHops {
-		if a.NextHops[i] != b.NextHops[i] {
-			return false
-		}
-	}
-	return true
+// storedRoute is a desired route as the table keeps it: the destination
+// is the map's key and the type one byte, and single next hops are shared
+// (hopCache), so a 100k-route set takes about half the memory it would as
+// Routes.
+type storedRoute struct {
+	link string
+	hops []netip.Addr
+	src  netip.Addr
+	typ  uint8
+}
+
+// store converts a valid route for keeping.
+func (t *Table) store(r Route) storedRoute {
+	r = t.hops.route(r)
+	return storedRoute{link: r.LinkName, hops: r.NextHops, src: r.Src, typ: uint8(r.Type)}
+}
+
+// route is the stored route at dst; its NextHops may be shared: callers
+// that hand it out clone it.
+func (s storedRoute) route(dst netip.Prefix) Route {
+	return Route{Dst: dst, Type: RouteType(s.typ), LinkName: s.link, NextHops: s.hops, Src: s.src}
+}
+
+func (s storedRoute) same(o storedRoute) bool {
+	return s.typ == o.typ && s.link == o.link && s.src == o.src && slices.Equal(s.hops, o.hops)
+}
+
+// is reports whether s is r (at the same destination).
+func (s storedRoute) is(r Route) bool {
+	return RouteType(s.typ) == r.Type && s.link == r.LinkName && s.src == r.Src && slices.Equal(s.hops, r.NextHops)
 }

@@ -317,7 +317,7 @@ func TestTableApplyRouteWritesOnlyThatRoute(t *testing.T) {
 }
 
 func TestTableRejectsBadRoutes(t *testing.T) {
-	tbl := &Table{opts: Options{Family: FamilyBoth}, desired: map[netip.Prefix]Route{}, dirty: map[netip.Prefix]struct{}{}}
+	tbl := &Table{opts: Options{Family: FamilyBoth}, desired: map[netip.Prefix]storedRoute{}, dirty: map[netip.Prefix]struct{}{}}
 	bad := []Route{
 		{Type: RouteDevice, LinkName: "cxa0"},
 		dev("10.0.0.1/24", "cxa0"),
@@ -401,7 +401,7 @@ func (w *routeWatch) oursBeforeMarker(t testing.TB, ns nstest.NS, proto int) int
 
 // With Run watching, the echo of the table's own writes (including IPv6
 // multipath routes, which the kernel may report hop by hop) must not make
-// it write again.
+// it write again, while a hand-made change is still seen.
 func TestTableSettlesUnderItsOwnEvents(t *testing.T) {
 	ns := newTestNS(t, "settle")
 	ns.MustRun(t, "ip", "addr", "add", "198.18.1.1/24", "dev", "cxa0")
@@ -427,9 +427,13 @@ func TestTableSettlesUnderItsOwnEvents(t *testing.T) {
 	if first.Writes() != 7 || second.Writes() != first.Writes() || second.Errors != 0 {
 		t.Fatalf("table kept writing after its own events: after apply %+v, later %+v", first, second)
 	}
-	if second.Applies < 2 {
-		t.Fatalf("no background pass ran (Applies=%d): the echo was not even looked at", second.Applies)
-	}
+	// The echoes are dropped by the socket's filter before they reach the
+	// table; a change made by someone else still gets through (the watch
+	// is live, so the quiet above is not for want of listening).
+	ns.MustRun(t, "ip", "-6", "route", "del", "fd00:51::/64")
+	nstest.Eventually(t, 3*time.Second, "hand-deleted IPv6 route restored", func() bool {
+		return strings.Contains(kernelRoutes(t, ns, "201")["fd00:51::/64"], "via fd00:18::2")
+	})
 }
 
 // A restarted agent finds its routes in the kernel: with the same desired
