@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 
@@ -232,44 +231,8 @@ func TestRandomStatesInKernel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range r.Families() {
-			for _, tb := range tables {
-				out, err := netlab.Exec(ctx, ns, iptablesBinaries(BackendDefault, f).save, "-t", string(tb))
-				if err != nil {
-					t.Fatal(err)
-				}
-				kt := parseIptablesSave([]byte(out))[tb]
-				want := r.Chains(f, tb)
-				if len(kt.chains) != len(want) {
-					t.Errorf("seed %d IPv%d %s: kernel has %d cx- chains, render %d", seed, f, tb, len(kt.chains), len(want))
-				}
-				for _, c := range want {
-					if !slices.Equal(kt.chains[c.Name], c.Hashes) {
-						t.Errorf("seed %d IPv%d %s: chain %s differs from a fresh render", seed, f, tb, c.Name)
-					}
-				}
-			}
-		}
-		out, err := netlab.Exec(ctx, ns, "ipset", "save")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ks, err := parseIpsetSave([]byte(out))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, want := range r.Sets() {
-			got := ks[want.Name]
-			switch {
-			case got == nil:
-				t.Errorf("seed %d: set %s missing", seed, want.Name)
-			case got.typ != want.Type || !maps.Equal(got.members, want.Members):
-				t.Errorf("seed %d: set %s is %s %v, render %s %v", seed, want.Name, got.typ, sortedMembers(got.members), want.Type, sortedMembers(want.Members))
-			}
-			delete(ks, want.Name)
-		}
-		if len(ks) != 0 {
-			t.Errorf("seed %d: sets the render does not have: %v", seed, slices.Collect(maps.Keys(ks)))
+		if diff := kernelDiff(ctx, t, ns, r); diff != "" {
+			t.Errorf("seed %d: kernel differs from a fresh render:\n%s", seed, diff)
 		}
 		before := dp.Stats()
 		if err := dp.Resync(ctx); err != nil {

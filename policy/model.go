@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/datastore/selector"
 )
 
 // endpoint is a workload endpoint as the model needs it.
@@ -20,21 +19,6 @@ type endpoint struct {
 	// policies are the names of the policies whose selector matches this
 	// (local) endpoint, whatever their direction.
 	policies map[string]struct{}
-}
-
-// selSet is the membership of one rule selector: which endpoints it
-// matches. Its set holds their addresses.
-type selSet struct {
-	sel     *selector.Selector
-	refs    int
-	members map[string]struct{}
-}
-
-// netSetRef is a CIDR list used by rules with more than one net.
-type netSetRef struct {
-	family Family
-	nets   []netip.Prefix
-	refs   int
 }
 
 type pool struct {
@@ -51,12 +35,17 @@ type model struct {
 	endpoints map[string]*endpoint
 	ifaces    map[string]string // local interface name -> endpoint name
 	pools     []pool
-	selSets   map[string]*selSet    // by selector UniqueID
-	netSets   map[string]*netSetRef // by set name
-	sels      selectorCache
+	// selSets and netSets are the sets the rules of active policies use
+	// (see setrefs.go): a policy selecting no local endpoint holds none.
+	selSets map[string]*selSet    // by selector UniqueID
+	netSets map[string]*netSetRef // by set name
+	sels    selectorCache
 	// policyUse counts the local endpoints each policy selects: only
-	// policies in use on this node get chains.
+	// policies in use on this node (active) get chains and sets.
 	policyUse map[string]int
+	// refsHeld is, per active policy, the compiled version whose rules'
+	// set references are counted in selSets and netSets.
+	refsHeld map[string]*compiledPolicy
 	// selected holds the local interfaces whose endpoint some policy
 	// selects: only they get cx-fw-/cx-tw- chains and a dispatch entry.
 	// Every other local endpoint is open and lives in the open sets.
@@ -90,6 +79,7 @@ func newModel(cfg *Config) *model {
 		selSets:       map[string]*selSet{},
 		netSets:       map[string]*netSetRef{},
 		policyUse:     map[string]int{},
+		refsHeld:      map[string]*compiledPolicy{},
 		selected:      map[string]struct{}{},
 		dirtyPolicies: map[string]struct{}{},
 		dirtyIfaces:   map[string]struct{}{},
@@ -128,10 +118,8 @@ func (m *model) setPolicy(p *datastore.Policy) error {
 	}
 	old := m.policies[cp.name]
 	m.policies[cp.name] = cp
-	m.addRefs(cp)
-	if old != nil {
-		m.dropRefs(old)
-	}
+	// Marked dirty, the policy's set references follow at the next
+	// refresh (syncSetRefs), once it is known whether it is active.
 	m.dirtyPolicies[cp.name] = struct{}{}
 	// Which endpoints' chains change: only when what decides "applies to
 	// whom, in which order" changed. A change of rules alone rewrites the
@@ -169,8 +157,7 @@ func (m *model) deletePolicy(name string) {
 		return
 	}
 	delete(m.policies, name)
-	m.dropRefs(old)
-	m.dirtyPolicies[name] = struct{}{}
+	m.dirtyPolicies[name] = struct{}{} // its set references go at the next refresh
 	for _, ep := range m.endpoints {
 		if _, ok := ep.policies[name]; ok {
 			delete(ep.policies, name)
@@ -181,7 +168,8 @@ func (m *model) deletePolicy(name string) {
 }
 
 // usePolicy counts a local endpoint more or less for a policy; its chains
-// appear and go when the count leaves or reaches zero.
+// and the sets its rules use appear and go when the count leaves or
+// reaches zero.
 func (m *model) usePolicy(name string, delta int) {
 	before := m.policyUse[name]
 	after := before + delta
@@ -192,87 +180,6 @@ func (m *model) usePolicy(name string, delta int) {
 	}
 	if (before > 0) != (after > 0) {
 		m.dirtyPolicies[name] = struct{}{}
-	}
-}
-
-// addRefs counts the sets a policy's rules use, creating (and filling) the
-// ones that are new.
-func (m *model) addRefs(cp *compiledPolicy) {
-	forEachRule(cp, func(r *compiledRule) {
-		for _, s := range r.selectors() {
-			id := s.UniqueID()
-			ss := m.selSets[id]
-			if ss == nil {
-				ss = &selSet{sel: s, members: map[string]struct{}{}}
-				for _, ep := range m.endpoints {
-					if s.Evaluate(ep.labels) {
-						ss.members[ep.name] = struct{}{}
-					}
-				}
-				m.selSets[id] = ss
-				m.dirtySelSets[id] = struct{}{}
-			}
-			ss.refs++
-		}
-		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
-			name := netSetName(netsKey(nets), f)
-			ns := m.netSets[name]
-			if ns == nil {
-				ns = &netSetRef{family: f, nets: nets}
-				m.netSets[name] = ns
-				m.dirtyNetSets[name] = struct{}{}
-			}
-			ns.refs++
-		})
-	})
-}
-
-func (m *model) dropRefs(cp *compiledPolicy) {
-	forEachRule(cp, func(r *compiledRule) {
-		for _, s := range r.selectors() {
-			id := s.UniqueID()
-			if ss := m.selSets[id]; ss != nil {
-				if ss.refs--; ss.refs <= 0 {
-					delete(m.selSets, id)
-					m.dirtySelSets[id] = struct{}{}
-				}
-			}
-		}
-		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
-			name := netSetName(netsKey(nets), f)
-			if ns := m.netSets[name]; ns != nil {
-				if ns.refs--; ns.refs <= 0 {
-					delete(m.netSets, name)
-					m.dirtyNetSets[name] = struct{}{}
-				}
-			}
-		})
-	})
-}
-
-// forEachNetSet calls fn for every CIDR list of the rule that renders as a
-// set, by family.
-func forEachNetSet(r *compiledRule, families []Family, fn func(f Family, nets []netip.Prefix)) {
-	for _, f := range families {
-		if !r.inFamily(f) {
-			continue // not rendered in f: no set
-		}
-		for _, e := range []*compiledEntity{&r.src, &r.dst} {
-			pos, neg := entityNets(e, f)
-			for _, n := range []netMatch{pos, neg} {
-				if n.needsSet() {
-					fn(f, n.nets)
-				}
-			}
-		}
-	}
-}
-
-func forEachRule(cp *compiledPolicy, fn func(r *compiledRule)) {
-	for dir := range cp.rules {
-		for i := range cp.rules[dir] {
-			fn(&cp.rules[dir][i])
-		}
 	}
 }
 
@@ -313,6 +220,8 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 		m.openDirty = true
 	}
 
+	// Only the selectors of active policies' rules are indexed: an endpoint
+	// anywhere in the cluster costs this node nothing for the others.
 	for id, ss := range m.selSets {
 		_, was := ss.members[name]
 		now := ss.sel.Evaluate(ep.labels)
@@ -396,8 +305,12 @@ func (m *model) setPools(pools []*datastore.IPPool) error {
 
 // ---- refresh: dirty model -> rendered desired state ----------------------------
 
-// refresh re-renders what changed since the last call into m.want.
+// refresh re-renders what changed since the last call into m.want. Sets
+// and the chains that use them change in the same refresh, so one Apply
+// creates and fills a set before the chain that refers to it and deletes
+// the chain before the set.
 func (m *model) refresh() {
+	m.syncSetRefs()
 	for ifname := range m.dirtyIfaces {
 		_, was := m.selected[ifname]
 		now := m.ifaceSelected(ifname)
@@ -454,8 +367,8 @@ func (m *model) refresh() {
 		ss := m.selSets[id]
 		for _, f := range m.families {
 			name := selectorSetName(id, f)
-			if ss == nil {
-				delete(m.want.sets, name)
+			if ss == nil || ss.refs[f] == 0 {
+				delete(m.want.sets, name) // no rule of an active policy uses it in f
 				continue
 			}
 			members := map[SetMember]struct{}{}

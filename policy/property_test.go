@@ -459,7 +459,8 @@ func (m *refModel) router() simRouter {
 
 // TestRenderedChainsAgreeWithModel renders random policies and endpoints,
 // then checks that random packets meet the same fate in the simulated
-// chains as in the direct evaluation of the model.
+// chains as in the direct evaluation of the model, and that every set is
+// one some rule matches on.
 func TestRenderedChainsAgreeWithModel(t *testing.T) {
 	scenarios, packets := 400, 150
 	if testing.Short() {
@@ -471,6 +472,11 @@ func TestRenderedChainsAgreeWithModel(t *testing.T) {
 		rendered, err := Render(m.cfg, m.policies, m.endpoints, m.pools)
 		if err != nil {
 			t.Fatalf("seed %d: render: %v", seed, err)
+		}
+		// Sets exactly for the rules rendered: none for policies that
+		// select nothing here, none in a family a rule cannot match.
+		if err := checkSetsReferenced(rendered); err != nil {
+			t.Fatalf("seed %d: %v\npolicies: %s", seed, err, dumpPolicies(m))
 		}
 		for _, f := range []Family{V4, V6} {
 			s, err := newSim(rendered, f, m.router())
