@@ -25,13 +25,13 @@ func durationsMS(ds []time.Duration, clampAtZero bool) []float64 {
 	return out
 }
 
-// convergenceFigures follow the issue: from the moment the ADD on host1
-// returns until host3's kernel holds the route. Host1 claims the block (an
-// etcd transaction) early in the ADD and may announce it while the ADD is
-// still wiring the veth, so the route can be in host3's kernel before the
-// ADD returns: such a run counts 0 (the kernel holds the route when the
-// ADD returns). The notes add the time from the call of the ADD, which
-// never hides anything behind the ADD's own duration.
+// convergenceFigures: until host3's kernel holds the route of a block
+// host1 claimed in a CNI ADD. The issue times it from the ADD's return, but
+// host1 claims the block (an etcd transaction) early in the ADD and
+// announces it while the ADD is still wiring the veth, so the route is
+// often in host3's kernel before the ADD returns. The figures are timed
+// from the call of the ADD, which hides nothing behind the ADD's own
+// duration; the notes give the issue's clock too.
 func convergenceFigures(c convergence) []bench.Figure {
 	after := durationsMS(c.afterReturn, true)
 	from := durationsMS(c.fromCall, false)
@@ -42,14 +42,17 @@ func convergenceFigures(c convergence) []bench.Figure {
 			early++
 		}
 	}
-	p99, med := percentile(after, 99), median(after)
+	// Reported from the call of the ADD (the stricter clock): timed from
+	// its return, most runs are 0 because host3 has the route before the
+	// ADD returns.
+	p99, med := percentile(from, 99), median(from)
 	notes := fmt.Sprintf("%d runs; each CNI ADD on host1 claims a new /32 block (a pool with blockSize 32 for host1 only, "+
 		"since a node reuses its own blocks and releases empty ones only after a delay), so host1 must announce a new prefix. "+
-		"Timed from the return of AddWorkload to the RTM_NEWROUTE in host3's netns (route watch started first); "+
-		"in %d runs the route was there before the ADD returned (counted 0). From the call of AddWorkload (netns + CNI ADD, median %.1f ms): "+
-		"median %.1f ms, p99 %.1f ms. p99 is nearest-rank: below 100 runs, the largest. "+
+		"Timed from the call of AddWorkload (netns + CNI ADD, median %.1f ms) to the RTM_NEWROUTE in host3's netns (route watch started first). "+
+		"Timed from the ADD's return, as the issue words it: median %.1f ms, p99 %.1f ms (in %d runs the route was in host3's kernel before the ADD returned: counted 0). "+
+		"p99 is nearest-rank: below 100 runs, the largest. "+
 		"Peer: Calico/BIRD's 2 s kernel scan period (no like-for-like peer runs here).",
-		len(after), early, median(add), median(from), percentile(from, 99))
+		len(after), median(add), median(after), percentile(after, 99), early)
 	return []bench.Figure{
 		bench.NewRatio(bench.Figure{
 			Name: "bgp_new_block_p99_ms", Unit: "ms", Calyx: round3(p99), Peer: calicoScan, PeerName: "calico-bird-scan-2s",
@@ -58,7 +61,7 @@ func convergenceFigures(c convergence) []bench.Figure {
 		bench.NewRatio(bench.Figure{
 			Name: "bgp_new_block_median_ms", Unit: "ms", Calyx: round3(med), Peer: calicoScan, PeerName: "calico-bird-scan-2s",
 			Goal: fmt.Sprintf("<= %.0f ms", convergenceGoal), Met: med <= convergenceGoal,
-			Notes: "median of the runs of bgp_new_block_p99_ms, timed the same way",
+			Notes: "median of the runs of bgp_new_block_p99_ms, timed the same way (from the call of the ADD)",
 		}),
 	}
 }
