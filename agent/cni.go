@@ -470,14 +470,21 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		a.local.ApplyPrefixes(ctx, ps...)
 	}
 	a.poke()
-	if err := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) }); err != nil {
-		return datastoreError("releasing addresses of "+at.handle, err)
+	// The veth is gone, so the address may be reused: release it and drop
+	// the record at the same time (two independent etcd writes).
+	deleted := make(chan error, 1)
+	go func() {
+		deleted <- withDatastoreTimeout(ctx, func(ctx context.Context) error {
+			return a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint)
+		})
+	}()
+	relErr := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
+	delErr := <-deleted
+	if relErr != nil {
+		return datastoreError("releasing addresses of "+at.handle, relErr)
 	}
-	err := withDatastoreTimeout(ctx, func(ctx context.Context) error {
-		return a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint)
-	})
-	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return datastoreError("deleting WorkloadEndpoint "+at.endpoint, err)
+	if delErr != nil && !errors.Is(delErr, datastore.ErrNotFound) {
+		return datastoreError("deleting WorkloadEndpoint "+at.endpoint, delErr)
 	}
 	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint)
 	return nil
