@@ -39,6 +39,20 @@ func (s *cniServer) lockAttachment(ctx context.Context, at attachment) (func(), 
 	return unlock, nil
 }
 
+// begin does what every per-attachment verb does first: refuse while the
+// datastore is not in sync, derive the attachment from the invocation and
+// take its lock. The caller runs unlock when done.
+func (s *cniServer) begin(ctx context.Context, inv *apipb.Invocation) (at attachment, unlock func(), err error) {
+	if err := s.notReady(); err != nil {
+		return at, nil, err
+	}
+	if at, err = s.a.attachmentOf(inv); err != nil {
+		return at, nil, err
+	}
+	unlock, err = s.lockAttachment(ctx, at)
+	return at, unlock, err
+}
+
 // attachment is what identifies one workload interface and what the agent
 // derives from it.
 type attachment struct {
@@ -93,14 +107,12 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	start := time.Now()
 	defer func() { s.observe("add", start, err) }()
 	a := s.a
-	if err := s.notReady(); err != nil {
-		return nil, err
-	}
 	inv := req.GetInvocation()
-	at, err := a.attachmentOf(inv)
+	at, unlock, err := s.begin(ctx, inv)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if at.netns == "" {
 		return nil, apipb.Errorf(codes.InvalidArgument, 4, "CNI_NETNS is empty")
 	}
@@ -112,11 +124,6 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		return nil, err
 	}
 	log := a.log.With("container", shortID(at.containerID), "endpoint", at.endpoint)
-	unlock, err := s.lockAttachment(ctx, at)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 
 	// A repeated ADD for a working attachment returns what it has; for a
 	// broken one it removes the old plumbing and wires it again.
@@ -418,14 +425,7 @@ func (a *Agent) localEndpoint(name string) *datastore.WorkloadEndpoint {
 func (s *cniServer) Del(ctx context.Context, req *apipb.DelRequest) (reply *apipb.DelReply, err error) {
 	start := time.Now()
 	defer func() { s.observe("del", start, err) }()
-	if err := s.notReady(); err != nil {
-		return nil, err
-	}
-	at, err := s.a.attachmentOf(req.GetInvocation())
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := s.lockAttachment(ctx, at)
+	at, unlock, err := s.begin(ctx, req.GetInvocation())
 	if err != nil {
 		return nil, err
 	}
@@ -496,15 +496,8 @@ func (s *cniServer) Check(ctx context.Context, req *apipb.CheckRequest) (reply *
 	start := time.Now()
 	defer func() { s.observe("check", start, err) }()
 	a := s.a
-	if err := s.notReady(); err != nil {
-		return nil, err
-	}
 	inv := req.GetInvocation()
-	at, err := a.attachmentOf(inv)
-	if err != nil {
-		return nil, err
-	}
-	unlock, err := s.lockAttachment(ctx, at)
+	at, unlock, err := s.begin(ctx, inv)
 	if err != nil {
 		return nil, err
 	}
