@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
@@ -50,7 +51,7 @@ func Run(ctx context.Context, quick bool, log *slog.Logger) (figs []bench.Figure
 }
 
 func measure(ctx context.Context, sz sizes, log *slog.Logger) (figs []bench.Figure, err error) {
-	bins, err := binDir(ctx, log)
+	bins, err := benchkit.BinDir(ctx, log)
 	if err != nil {
 		return nil, fmt.Errorf("bgp benchmark: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
 	"github.com/calyx-net/calyx/routes"
@@ -97,7 +98,7 @@ func measureConvergence(ctx context.Context, l *lab.Lab, runs int, log *slog.Log
 	if err != nil {
 		return res, err
 	}
-	w, err := watchRoutes("/run/netns/"+ns, routes.ProtoBGP, blockPool, log)
+	w, err := watchRoutes(benchkit.NetnsPath(ns), routes.ProtoBGP, blockPool, log)
 	if err != nil {
 		return res, err
 	}

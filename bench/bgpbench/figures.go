@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 )
 
 // calicoScan is Calico's BIRD kernel-scan period: a new block's blackhole
@@ -20,7 +21,7 @@ func durationsMS(ds []time.Duration, clampAtZero bool) []float64 {
 		if clampAtZero && d < 0 {
 			d = 0
 		}
-		out[i] = ms(d)
+		out[i] = benchkit.Ms(d)
 	}
 	return out
 }
@@ -45,14 +46,14 @@ func convergenceFigures(c convergence) []bench.Figure {
 	// Reported from the call of the ADD (the stricter clock): timed from
 	// its return, most runs are 0 because host3 has the route before the
 	// ADD returns.
-	p99, med := percentile(from, 99), median(from)
+	p99, med := benchkit.Percentile(from, 99), benchkit.Median(from)
 	notes := fmt.Sprintf("%d runs; each CNI ADD on host1 claims a new /32 block (a pool with blockSize 32 for host1 only, "+
 		"since a node reuses its own blocks and releases empty ones only after a delay), so host1 must announce a new prefix. "+
 		"Timed from the call of AddWorkload (netns + CNI ADD, median %.1f ms) to the RTM_NEWROUTE in host3's netns (route watch started first). "+
 		"Timed from the ADD's return, as the issue words it: median %.1f ms, p99 %.1f ms (in %d runs the route was in host3's kernel before the ADD returned: counted 0). "+
 		"p99 is nearest-rank: below 100 runs, the largest. "+
 		"Peer: Calico/BIRD's 2 s kernel scan period (no like-for-like peer runs here).",
-		len(after), median(add), median(after), percentile(after, 99), early)
+		len(after), benchkit.Median(add), benchkit.Median(after), benchkit.Percentile(after, 99), early)
 	return []bench.Figure{
 		bench.NewRatio(bench.Figure{
 			Name: "bgp_new_block_p99_ms", Unit: "ms", Calyx: round3(p99), Peer: calicoScan, PeerName: "calico-bird-scan-2s",
@@ -75,8 +76,8 @@ func secondsOf(ds []time.Duration) []float64 {
 }
 
 func scaleFigures(s scale) []bench.Figure {
-	calyx, bird := median(secondsOf(s.calyx)), median(secondsOf(s.bird))
-	cw, bw := median(secondsOf(s.calyxWithdraw)), median(secondsOf(s.birdWithdraw))
+	calyx, bird := benchkit.Median(secondsOf(s.calyx)), benchkit.Median(secondsOf(s.bird))
+	cw, bw := benchkit.Median(secondsOf(s.calyxWithdraw)), benchkit.Median(secondsOf(s.birdWithdraw))
 	notes := fmt.Sprintf("%d /32s from a BIRD (static, blackhole) over eBGP to host1's agent (GoBGP, then netlink, proto 202) and to a second BIRD "+
 		"(kernel protocol), each in its own netns on the lab fabric; median of %d rounds per side, sides alternating, one side at a time. "+
 		"Timed from `birdc enable` of that side's static protocol (both sessions already Established) until the receiver's kernel holds all "+
@@ -84,8 +85,8 @@ func scaleFigures(s scale) []bench.Figure {
 		"calyx %.3f s, bird %.3f s. CPU seconds of the receiving process (median): install calyx-agent %.2f, bird %.2f; withdrawal calyx-agent %.2f, bird %.2f "+
 		"(and meanwhile the agents of the other hosts, which get none of these routes: %.2f during install, %.2f during withdrawal).",
 		s.prefixes, len(s.calyx), fmtSeconds(s.calyx), fmtSeconds(s.bird), cw, bw,
-		median(s.calyxCPU), median(s.birdCPU), median(s.calyxWithdrawCPU), median(s.birdWithdrawCPU),
-		median(s.meshCPU), median(s.meshWithdrawCPU))
+		benchkit.Median(s.calyxCPU), benchkit.Median(s.birdCPU), benchkit.Median(s.calyxWithdrawCPU), benchkit.Median(s.birdWithdrawCPU),
+		benchkit.Median(s.meshCPU), benchkit.Median(s.meshWithdrawCPU))
 	if s.lostEvents > 0 {
 		notes += fmt.Sprintf(" The route watch overflowed %d times and re-read the kernel.", s.lostEvents)
 	}

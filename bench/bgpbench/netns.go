@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
@@ -57,7 +58,7 @@ func plugExtra(ctx context.Context, l *lab.Lab, suffix, addr string) (extraNames
 // remove kills what still runs inside the namespace and deletes it (its
 // veth pair goes with it). A missing namespace is fine.
 func (n extraNamespace) remove() error {
-	if _, err := os.Stat("/run/netns/" + n.Name); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(benchkit.NetnsPath(n.Name)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -75,7 +76,7 @@ func (n extraNamespace) remove() error {
 	return nil
 }
 
-func (n extraNamespace) path() string { return "/run/netns/" + n.Name }
+func (n extraNamespace) path() string { return benchkit.NetnsPath(n.Name) }
 
 // run runs a command and returns its trimmed output; the error carries it.
 func run(ctx context.Context, name string, args ...string) (string, error) {

@@ -13,6 +13,7 @@ import (
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
 	"github.com/calyx-net/calyx/routes"
@@ -133,7 +134,7 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 		return res, err
 	}
 	watchers := map[string]*routeWatcher{}
-	nsPaths := map[string]string{sideCalyx: "/run/netns/" + hostNS, sideBird: rig.recvNS.path()}
+	nsPaths := map[string]string{sideCalyx: benchkit.NetnsPath(hostNS), sideBird: rig.recvNS.path()}
 	protos := map[string]int{sideCalyx: routes.ProtoBGP, sideBird: unix.RTPROT_BIRD}
 	for _, side := range []string{sideCalyx, sideBird} {
 		w, err := watchRoutes(nsPaths[side], protos[side], benchPrefixes, log.With("side", side))

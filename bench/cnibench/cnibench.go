@@ -12,13 +12,12 @@ package cnibench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
@@ -37,56 +36,27 @@ var (
 
 // Run builds a 1-host lab, measures both sides and removes everything,
 // also on error or when ctx is cancelled.
-func Run(ctx context.Context, quick bool, log *slog.Logger) (figs []bench.Figure, err error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("cni benchmark needs root (it builds network namespaces)")
-	}
+func Run(ctx context.Context, quick bool, log *slog.Logger) ([]bench.Figure, error) {
 	sz := fullSizes
 	if quick {
 		sz = quickSizes
 	}
-	bin, err := binDir(ctx, log)
-	if err != nil {
-		return nil, err
-	}
-	work, err := os.MkdirTemp("", "cnibench-")
-	if err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
-	}
-	defer func() {
+	return benchkit.RunInLab(ctx, "cni", log, lab.Options{Hosts: 1}, func(l *lab.Lab, work string, log *slog.Logger) ([]bench.Figure, error) {
+		h := l.Hosts()[0]
+		calyx, err := calyxSide(l, h, filepath.Join(work, "cache-calyx"))
 		if err != nil {
-			log.Warn("cni benchmark failed; lab logs kept", "dir", filepath.Join(work, "lab", "logs"))
-			return
+			return nil, err
 		}
-		_ = os.RemoveAll(work)
-	}()
-
-	l, err := lab.Up(ctx, lab.Options{Dir: filepath.Join(work, "lab"), Hosts: 1, BinDir: bin, Logger: log.With("lab", "cnibench")})
-	if err != nil {
-		return nil, fmt.Errorf("cni benchmark lab: %w", err)
-	}
-	defer func() {
-		if downErr := l.Teardown(); downErr != nil {
-			err = errors.Join(err, fmt.Errorf("removing the cni benchmark lab: %w", downErr))
+		ref, err := refSide(l, h, filepath.Join(work, "cache-ptp"), filepath.Join(work, "host-local"))
+		if err != nil {
+			return nil, err
 		}
-	}()
-	h := l.Hosts()[0]
-	calyx, err := calyxSide(l, h, filepath.Join(work, "cache-calyx"))
-	if err != nil {
-		return nil, err
-	}
-	ref, err := refSide(l, h, filepath.Join(work, "cache-ptp"), filepath.Join(work, "host-local"))
-	if err != nil {
-		return nil, err
-	}
-	res, err := measure(ctx, sz, calyx, ref, log)
-	if err != nil {
-		return nil, err
-	}
-	return figures(sz, res[0], res[1]), nil
+		res, err := measure(ctx, sz, calyx, ref, log)
+		if err != nil {
+			return nil, err
+		}
+		return figures(sz, res[0], res[1]), nil
+	})
 }
 
 // result is what one side measured.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 )
 
 const refName = "ptp+host-local"
@@ -15,8 +16,8 @@ func figures(sz sizes, cx, ref result) []bench.Figure {
 		len(cx.seq.add), sz.roundSize, refName)
 	p99s := func(c, r samples) string {
 		return fmt.Sprintf("p99 ADD calyx %.1f ms / %s %.1f ms; p99 DEL calyx %.1f ms / %s %.1f ms",
-			percentileMs(c.add, 99), refName, percentileMs(r.add, 99),
-			percentileMs(c.del, 99), refName, percentileMs(r.del, 99))
+			benchkit.PercentileMs(c.add, 99), refName, benchkit.PercentileMs(r.add, 99),
+			benchkit.PercentileMs(c.del, 99), refName, benchkit.PercentileMs(r.del, 99))
 	}
 	ratioGoal := func(name string, calyx, peer, limit float64, notes string) bench.Figure {
 		f := bench.NewRatio(bench.Figure{
@@ -27,14 +28,14 @@ func figures(sz sizes, cx, ref result) []bench.Figure {
 		return f
 	}
 	return []bench.Figure{
-		ratioGoal("cni_add_median", medianMs(cx.seq.add), medianMs(ref.seq.add), 0.5,
+		ratioGoal("cni_add_median", benchkit.MedianMs(cx.seq.add), benchkit.MedianMs(ref.seq.add), 0.5,
 			how+"; calyx ADD includes IPAM and the WorkloadEndpoint write to etcd; "+p99s(cx.seq, ref.seq)),
-		ratioGoal("cni_del_median", medianMs(cx.seq.del), medianMs(ref.seq.del), 1.0,
+		ratioGoal("cni_del_median", benchkit.MedianMs(cx.seq.del), benchkit.MedianMs(ref.seq.del), 1.0,
 			how+"; "+p99s(cx.seq, ref.seq)),
-		ratioGoal("cni_add_p99", percentileMs(cx.seq.add, 99), percentileMs(ref.seq.add, 99), 1.0,
+		ratioGoal("cni_add_p99", benchkit.PercentileMs(cx.seq.add, 99), benchkit.PercentileMs(ref.seq.add, 99), 1.0,
 			fmt.Sprintf("nearest-rank p99 of %d sequential ADDs per side", len(cx.seq.add))),
-		ratioGoal("cni_add_parallel20_median", medianMs(cx.par.add), medianMs(ref.par.add), 1.0,
+		ratioGoal("cni_add_parallel20_median", benchkit.MedianMs(cx.par.add), benchkit.MedianMs(ref.par.add), 1.0,
 			fmt.Sprintf("%d rounds of %d ADDs started at once per side (each timed alone), then %d DELs at once; median DEL calyx %.1f ms / %s %.1f ms; ",
-				sz.parRounds, sz.parallel, sz.parallel, medianMs(cx.par.del), refName, medianMs(ref.par.del))+p99s(cx.par, ref.par)),
+				sz.parRounds, sz.parallel, sz.parallel, benchkit.MedianMs(cx.par.del), refName, benchkit.MedianMs(ref.par.del))+p99s(cx.par, ref.par)),
 	}
 }

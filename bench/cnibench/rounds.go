@@ -5,7 +5,14 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/calyx-net/calyx/bench/benchkit"
 )
+
+// A process execs a CNI plugin in its own network namespace, and ptp takes
+// that namespace as the host. So every timed call runs on a goroutine locked
+// to an OS thread that has entered the lab host's namespace
+// (benchkit.InNetns), as a runtime living in that host would.
 
 // samples are the latencies of one side, per verb.
 type samples struct{ add, del []time.Duration }
@@ -18,7 +25,7 @@ func (s *side) sequentialRound(ctx context.Context, n int, into *samples) (err e
 		return err
 	}
 	defer func() { err = errors.Join(err, s.release(ws)) }()
-	return inNetns(s.hostNetns, func() error {
+	return benchkit.InNetns(s.hostNetns, func() error {
 		for _, w := range ws {
 			took, err := s.add(ctx, w)
 			if err != nil {
@@ -72,7 +79,7 @@ func (s *side) together(ctx context.Context, ws []*workload, op func(context.Con
 		go func() {
 			defer done.Done()
 			entered := false
-			errs[i] = inNetns(s.hostNetns, func() error {
+			errs[i] = benchkit.InNetns(s.hostNetns, func() error {
 				entered = true
 				ready.Done()
 				<-start

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
@@ -113,7 +114,7 @@ func (s *side) newWorkloads(ctx context.Context, n int) ([]*workload, error) {
 		names[i] = name
 		ws[i] = &workload{netns: name, rt: &libcni.RuntimeConf{
 			ContainerID: hex.EncodeToString(sum[:]),
-			NetNS:       netnsPath(name),
+			NetNS:       benchkit.NetnsPath(name),
 			IfName:      "eth0",
 			Args: [][2]string{
 				{"IgnoreUnknown", "1"},
@@ -123,8 +124,8 @@ func (s *side) newWorkloads(ctx context.Context, n int) ([]*workload, error) {
 			CapabilityArgs: map[string]any{"labels": map[string]any{"app": "cnibench"}},
 		}}
 	}
-	if err := addNetns(ctx, names); err != nil {
-		_ = delNetns(names)
+	if err := benchkit.AddNetns(ctx, names); err != nil {
+		_ = benchkit.DelNetns(names)
 		return nil, err
 	}
 	return ws, nil
@@ -172,7 +173,7 @@ func (s *side) release(ws []*workload) error {
 	for _, w := range ws {
 		names = append(names, w.netns)
 	}
-	if err := inNetns(s.hostNetns, func() error {
+	if err := benchkit.InNetns(s.hostNetns, func() error {
 		for _, w := range ws {
 			if w.attached {
 				if _, err := s.del(ctx, w); err != nil {
@@ -184,7 +185,7 @@ func (s *side) release(ws []*workload) error {
 	}); err != nil {
 		errs = append(errs, err)
 	}
-	if err := delNetns(names); err != nil {
+	if err := benchkit.DelNetns(names); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

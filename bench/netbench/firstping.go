@@ -13,12 +13,16 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
 // probeInterval is how often the first-ping probe sends: the resolution
 // of the figure.
 const probeInterval = time.Millisecond
+
+// The CNI ADD of the first-ping figure runs from host2's namespace
+// (benchkit.InNetns), as a runtime on host2 would (see bench/cnibench).
 
 // firstPinger adds workloads on one host through libcni itself (the lab's
 // AddWorkload also saves its state file before it returns, which would
@@ -65,19 +69,19 @@ func (f *firstPinger) run(ctx context.Context) (tr trial, err error) {
 	sum := sha256.Sum256([]byte(name))
 	rt := &libcni.RuntimeConf{
 		ContainerID:    hex.EncodeToString(sum[:]),
-		NetNS:          netnsPath(name),
+		NetNS:          benchkit.NetnsPath(name),
 		IfName:         "eth0",
 		Args:           [][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "netbench"}, {"K8S_POD_NAME", name}},
 		CapabilityArgs: map[string]any{"labels": benchLabels},
 	}
-	if err := addNetns(ctx, []string{name}); err != nil {
+	if err := benchkit.AddNetns(ctx, []string{name}); err != nil {
 		return tr, err
 	}
 	defer func() { err = errors.Join(err, f.remove(name, rt)) }()
 
 	var res *current.Result
 	var returned time.Time
-	if err := inNetns(f.host.Netns, func() error {
+	if err := benchkit.InNetns(f.host.Netns, func() error {
 		r, err := f.cni.AddNetworkList(ctx, f.list, rt)
 		returned = time.Now()
 		if err != nil {
@@ -112,9 +116,9 @@ func (f *firstPinger) run(ctx context.Context) (tr trial, err error) {
 func (f *firstPinger) remove(name string, rt *libcni.RuntimeConf) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := inNetns(f.host.Netns, func() error { return f.cni.DelNetworkList(ctx, f.list, rt) })
+	err := benchkit.InNetns(f.host.Netns, func() error { return f.cni.DelNetworkList(ctx, f.list, rt) })
 	if err != nil {
 		err = fmt.Errorf("CNI DEL of %s: %w", name, err)
 	}
-	return errors.Join(err, delNetns([]string{name}))
+	return errors.Join(err, benchkit.DelNetns([]string{name}))
 }

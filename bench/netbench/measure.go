@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 )
 
 // throughput alternates iperf3 runs workload->workload and host->host
@@ -42,7 +43,7 @@ func (b *runner) throughput(ctx context.Context, sz sizes) (bench.Figure, error)
 			all = append(all, s.gbps)
 			retrans += s.retrans
 		}
-		return median(all), all, retrans
+		return benchkit.Median(all), all, retrans
 	}
 	cx, cxAll, cxRe := gbps(paths[0])
 	host, hostAll, hostRe := gbps(paths[1])
@@ -86,10 +87,10 @@ func (b *runner) firstPings(ctx context.Context, sz sizes, cacheDir string) (ben
 	b.log.Info("first pings", "ms", fmtDurations(first))
 	f := bench.NewRatio(bench.Figure{
 		Name: "dataplane_new_workload_first_ping_ms", Unit: "ms",
-		Calyx: medianMs(first), Peer: medianMs(rtt), PeerName: "fabric ping RTT",
+		Calyx: benchkit.MedianMs(first), Peer: benchkit.MedianMs(rtt), PeerName: "fabric ping RTT",
 		Goal: "<= 50 ms",
 		Notes: fmt.Sprintf("median of %d new workloads on host2 (CNI ADD via libcni from host2's netns, labels matched by policy %s): from ADD returning to the first echo reply to %s on host1, probing every %s (%d probes in all; %d trials means every first probe answered); per trial ms %s; max %.1f ms; %d of %d new workloads inside host2's block %s that host1 already routed; peer: host1->host2 RTT, median of %d, one after each trial",
-			sz.trials, policyName, b.w1.Name, probeInterval, probes, sz.trials, fmtDurations(first), percentileMs(first, 100), inBlock, sz.trials, routed, len(rtt)),
+			sz.trials, policyName, b.w1.Name, probeInterval, probes, sz.trials, fmtDurations(first), benchkit.PercentileMs(first, 100), inBlock, sz.trials, routed, len(rtt)),
 	})
 	f.Met = f.Calyx > 0 && f.Calyx <= 50
 	return f, nil
@@ -106,10 +107,4 @@ func fmtList(v []float64) string {
 	return s
 }
 
-func fmtDurations(ds []time.Duration) string {
-	v := make([]float64, len(ds))
-	for i, d := range ds {
-		v[i] = ms(d)
-	}
-	return fmtList(v)
-}
+func fmtDurations(ds []time.Duration) string { return fmtList(benchkit.MsOf(ds)) }

@@ -12,15 +12,14 @@ package netbench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
 )
 
@@ -38,56 +37,27 @@ var (
 
 // Run builds the lab, measures and removes everything, also on error or
 // when ctx is cancelled.
-func Run(ctx context.Context, quick bool, log *slog.Logger) (figs []bench.Figure, err error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("net benchmark needs root (it builds network namespaces)")
-	}
+func Run(ctx context.Context, quick bool, log *slog.Logger) ([]bench.Figure, error) {
 	sz := fullSizes
 	if quick {
 		sz = quickSizes
 	}
-	bin, err := binDir(ctx, log)
-	if err != nil {
-		return nil, err
-	}
-	work, err := os.MkdirTemp("", "netbench-")
-	if err != nil {
-		return nil, fmt.Errorf("work directory: %w", err)
-	}
-	defer func() {
+	return benchkit.RunInLab(ctx, "net", log, lab.Options{Hosts: 2, Workloads: 1}, func(l *lab.Lab, work string, log *slog.Logger) ([]bench.Figure, error) {
+		b, err := prepare(ctx, l, log)
 		if err != nil {
-			log.Warn("net benchmark failed; lab logs kept", "dir", filepath.Join(work, "lab", "logs"))
-			return
+			return nil, err
 		}
-		_ = os.RemoveAll(work)
-	}()
-
-	l, err := lab.Up(ctx, lab.Options{Dir: filepath.Join(work, "lab"), Hosts: 2, Workloads: 1, BinDir: bin, Logger: log.With("lab", "netbench")})
-	if err != nil {
-		return nil, fmt.Errorf("net benchmark lab: %w", err)
-	}
-	defer func() {
-		if downErr := l.Teardown(); downErr != nil {
-			err = errors.Join(err, fmt.Errorf("removing the net benchmark lab: %w", downErr))
+		defer b.close()
+		tcp, err := b.throughput(ctx, sz)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	b, err := prepare(ctx, l, log)
-	if err != nil {
-		return nil, err
-	}
-	defer b.close()
-	tcp, err := b.throughput(ctx, sz)
-	if err != nil {
-		return nil, err
-	}
-	fp, err := b.firstPings(ctx, sz, filepath.Join(work, "cni-cache"))
-	if err != nil {
-		return nil, err
-	}
-	return []bench.Figure{tcp, fp}, nil
+		fp, err := b.firstPings(ctx, sz, filepath.Join(work, "cni-cache"))
+		if err != nil {
+			return nil, err
+		}
+		return []bench.Figure{tcp, fp}, nil
+	})
 }
 
 // runner holds the prepared lab: two hosts, a workload on each, the policy

@@ -10,11 +10,15 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/calyx-net/calyx/bench/benchkit"
 )
 
 // pinger sends ICMP echo requests from a raw socket made inside one
 // namespace. It replaces `ip netns exec ... ping`, whose few milliseconds
-// of process start would swamp what the first-ping figure measures.
+// of process start would swamp what the first-ping figure measures. The
+// socket is made on a thread inside the namespace (benchkit.InNetns): a
+// socket stays in the namespace it was created in.
 type pinger struct {
 	netns string
 	conn  *net.IPConn
@@ -23,7 +27,7 @@ type pinger struct {
 
 func openPinger(netns string) (*pinger, error) {
 	var c net.PacketConn
-	err := inNetns(netns, func() error {
+	err := benchkit.InNetns(netns, func() error {
 		var err error
 		c, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err

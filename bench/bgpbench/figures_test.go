@@ -1,39 +1,10 @@
 package bgpbench
 
 import (
-	"math"
 	"strings"
 	"testing"
 	"time"
 )
-
-func TestPercentileNearestRank(t *testing.T) {
-	xs := make([]float64, 50)
-	for i := range xs {
-		xs[i] = float64(50 - i) // 50..1, unsorted on purpose
-	}
-	cases := []struct{ p, want float64 }{{0, 1}, {50, 25}, {90, 45}, {99, 50}, {100, 50}}
-	for _, c := range cases {
-		if got := percentile(xs, c.p); got != c.want {
-			t.Errorf("p%v of 1..50 = %v, want %v", c.p, got, c.want)
-		}
-	}
-	if xs[0] != 50 {
-		t.Error("percentile sorted its input in place")
-	}
-	if !math.IsNaN(percentile(nil, 99)) {
-		t.Error("p99 of nothing should be NaN")
-	}
-}
-
-func TestMedian(t *testing.T) {
-	if got := median([]float64{3, 1, 2}); got != 2 {
-		t.Errorf("median(3,1,2) = %v", got)
-	}
-	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
-		t.Errorf("median(4,1,3,2) = %v", got)
-	}
-}
 
 // The figures use the clock from the call of the ADD; the notes give the
 // issue's clock (from the ADD's return, early routes counted 0).
