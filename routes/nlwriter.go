@@ -104,9 +104,6 @@ func (w *routeWriter) queue(op WriteOp, dst netip.Prefix, k kroute, table, proto
 	return w.n >= writeBatchMax
 }
 
-// queued is the number of requests waiting for flush.
-func (w *routeWriter) queued() int { return w.n }
-
 // flush sends the batch and returns each request's outcome, in queue
 // order: nil, or the kernel's error (a unix.Errno). A failure of the
 // socket itself fails every request whose outcome is unknown with that

@@ -40,11 +40,6 @@ func ipIn(ctx context.Context, netns string, args ...string) error {
 	return err
 }
 
-// inNetns runs a command inside a namespace with `ip netns exec`.
-func inNetns(ctx context.Context, netns string, argv ...string) (string, error) {
-	return run(ctx, "ip", append([]string{"netns", "exec", netns}, argv...)...)
-}
-
 // startDetached starts argv inside netns in its own session and process
 // group, with stdout and stderr appended to logPath and stdin from
 // /dev/null, so that it outlives the calyx-lab process that started it and
