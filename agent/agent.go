@@ -265,7 +265,15 @@ func (a *Agent) isSynced() bool {
 
 func (a *Agent) readiness() map[string]readiness {
 	return map[string]readiness{
-		"datastore": func() (bool, string) { return a.isSynced(), "not in sync yet" },
+		"datastore": func() (bool, string) {
+			if !a.isSynced() {
+				return false, "not in sync yet"
+			}
+			if !a.client.Reachable() {
+				return false, "etcd unreachable (the dataplane stays as it is; CNI ADD answers try again later)"
+			}
+			return true, ""
+		},
 		"policy": func() (bool, string) {
 			if err := a.policy.Ready(); err != nil {
 				return false, err.Error()

@@ -539,6 +539,9 @@ func (s *cniServer) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	if !a.isSynced() {
 		return &apipb.StatusReply{Ready: false, Reason: "the datastore is not in sync yet"}, nil
 	}
+	if !a.client.Reachable() {
+		return &apipb.StatusReply{Ready: false, Reason: "etcd is unreachable: ADD cannot allocate addresses"}, nil
+	}
 	if err := a.policy.Ready(); err != nil {
 		return &apipb.StatusReply{Ready: false, Reason: err.Error()}, nil
 	}

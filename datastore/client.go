@@ -10,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 )
 
 var (
@@ -76,6 +77,17 @@ func NewClientFromEtcd(c *clientv3.Client) *Client { return &Client{etcd: c} }
 
 // Etcd is the underlying etcd client, for IPAM transactions and the syncer.
 func (c *Client) Etcd() *clientv3.Client { return c.etcd }
+
+// Reachable reports whether the connection to etcd is up, from the gRPC
+// connection's state (kept current by keepalives and the agent's watch): no
+// request is sent, so any number of callers may ask.
+func (c *Client) Reachable() bool {
+	switch c.etcd.ActiveConnection().GetState() {
+	case connectivity.Ready, connectivity.Idle:
+		return true
+	}
+	return false
+}
 
 // Close closes the etcd connection if this client opened it.
 func (c *Client) Close() error {

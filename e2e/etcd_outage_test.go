@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,18 @@ func TestEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("etcd stopped")
+	// The agents say so: not ready (CNI STATUS and /readyz follow the same
+	// condition), while the dataplane keeps working.
+	eventually(t, 20*time.Second, "host1 reports the datastore unreachable", func() error {
+		st, err := l.NodeStatus(ctx, "host1")
+		if err != nil {
+			return err
+		}
+		if st.GetReady() {
+			return fmt.Errorf("host1 still reports ready")
+		}
+		return nil
+	})
 
 	// ADD during the outage: refused, and nothing of it is left on host1.
 	before, _ := l.Exec("host1", "ip", "-o", "link", "show")
@@ -66,6 +79,16 @@ func TestEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("etcd back")
+	eventually(t, 30*time.Second, "host1 ready again", func() error {
+		st, err := l.NodeStatus(ctx, "host1")
+		if err != nil {
+			return err
+		}
+		if !st.GetReady() {
+			return fmt.Errorf("host1 not ready yet")
+		}
+		return nil
+	})
 
 	// The DEL retry (if the first failed) now releases the address.
 	if delErr != nil {
