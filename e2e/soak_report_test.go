@@ -111,7 +111,7 @@ func (s *soak) report() string {
 	if n := len(s.sampler.etcdDB); n > 0 {
 		first, last := s.sampler.etcdDB[0], s.sampler.etcdDB[n-1]
 		perMin := (last - first) / elapsed.Minutes()
-		row("etcd", "db size %s -> %s (+%s/min; the lab's etcd runs without auto-compaction); %d revisions during the churn, %.1f per ADD/DEL",
+		row("etcd", "db size %s -> %s (+%s/min; the lab's etcd keeps the last 10000 revisions and is never defragmented, so the file does not shrink); %d revisions during the churn, %.1f per ADD/DEL",
 			soakMiB(int64(first)), soakMiB(int64(last)), soakMiB(int64(perMin)), s.revs[1]-s.revs[0],
 			float64(s.revs[1]-s.revs[0])/float64(max(1, st.AddOK+st.DelOK)))
 	}
