@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/calyx-net/calyx/agent"
+	"github.com/calyx-net/calyx/cni/install"
 	"github.com/calyx-net/calyx/cni/plugin"
 )
 
@@ -31,14 +32,20 @@ func TestShippedAgentConfigsLoad(t *testing.T) {
 	}
 }
 
-// The conflists we ship must parse with the plugin's own config parser.
+// The conflists we ship (the example and what the DaemonSet's install-cni
+// writes) must parse with the plugin's own config parser.
 func TestShippedConflists(t *testing.T) {
-	lists := map[string]string{"kubernetes ConfigMap": configMap(t)["10-calyx.conflist"]}
 	b, err := os.ReadFile("cni/10-calyx.conflist")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lists["cni/10-calyx.conflist"] = string(b)
+	lists := map[string]string{"cni/10-calyx.conflist": string(b)}
+	o := installCNIOptions(t)
+	gen, err := o.Conflist()
+	if err != nil {
+		t.Fatalf("the DaemonSet's install-cni: %v", err)
+	}
+	lists["install-cni of the DaemonSet"] = string(gen)
 	for name, text := range lists {
 		var l struct {
 			CNIVersion string            `json:"cniVersion"`
@@ -136,6 +143,30 @@ func TestSystemdUnit(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "calyx-agent.service:") {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
+}
+
+// installCNIOptions parses the DaemonSet's init container as install-cni
+// does.
+func installCNIOptions(t *testing.T) install.Options {
+	t.Helper()
+	spec := dig(t, find(t, manifests(t), "DaemonSet"), "spec", "template", "spec").(map[string]any)
+	for _, c := range spec["initContainers"].([]any) {
+		var argv []string
+		for _, a := range c.(map[string]any)["command"].([]any) {
+			argv = append(argv, a.(string))
+		}
+		if len(argv) < 2 || argv[0] != "/usr/local/bin/calyx-agent" || argv[1] != "install-cni" {
+			continue
+		}
+		var o install.Options
+		fs := install.FlagSet(&o)
+		if err := fs.Parse(argv[2:]); err != nil || fs.NArg() > 0 {
+			t.Fatalf("init container %v: %v %v", argv, err, fs.Args())
+		}
+		return o
+	}
+	t.Fatal("no init container runs calyx-agent install-cni")
+	return install.Options{}
 }
 
 func manifests(t *testing.T) []map[string]any {

@@ -22,6 +22,9 @@ func main() {
 		fmt.Println(version.String("calyx-agent"))
 		return
 	}
+	if code, ok := runSubcommand(); ok {
+		os.Exit(code)
+	}
 	cfg, err := agent.LoadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, pflag.ErrHelp) {
 		return
