@@ -45,8 +45,12 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	withTLS := cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != ""
+	if err := checkEndpointSchemes(cfg.Endpoints, withTLS); err != nil {
+		return nil, err
+	}
 	var tlsCfg *tls.Config
-	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
+	if withTLS {
 		if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 			return nil, errors.New("etcd TLS: --etcd-cert and --etcd-key go together")
 		}
@@ -54,6 +58,17 @@ func NewClient(cfg Config) (*Client, error) {
 		var err error
 		if tlsCfg, err = info.ClientConfig(); err != nil {
 			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+	}
+	if probe := tlsCfg; probe != nil || anyHTTPS(cfg.Endpoints) {
+		if probe == nil {
+			probe = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout)
+		err := probeTLS(ctx, cfg, probe)
+		cancel()
+		if err != nil {
+			return nil, err
 		}
 	}
 	c, err := clientv3.New(clientv3.Config{

@@ -145,18 +145,26 @@ func TestWriteAllIsAllOrNothing(t *testing.T) {
 // startEtcdBinary runs the Debian etcd as a child with data in a temp dir.
 func startEtcdBinary(t *testing.T) string {
 	t.Helper()
+	return startEtcdBinaryArgs(t, "http")
+}
+
+// startEtcdBinaryArgs runs it with scheme (http or https) on the client URL
+// and extra flags (the TLS ones).
+func startEtcdBinaryArgs(t *testing.T, scheme string, extra ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd binary not installed (make deps installs etcd-server)")
 	}
 	dir := t.TempDir()
 	client, peer := freePort(t), freePort(t)
-	clientURL := fmt.Sprintf("http://127.0.0.1:%d", client)
+	clientURL := fmt.Sprintf("%s://127.0.0.1:%d", scheme, client)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peer)
 	cmd := exec.Command(bin, "--name", "t", "--data-dir", filepath.Join(dir, "data"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "t="+peerURL, "--heartbeat-interval", "10", "--election-timeout", "50")
+	cmd.Args = append(cmd.Args, extra...)
 	logf, _ := os.Create(filepath.Join(dir, "etcd.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -32,6 +33,38 @@ type Options struct {
 	NoFsync bool
 	// StartTimeout bounds the wait for the member to be ready (default 30 s).
 	StartTimeout time.Duration
+	// CertFile, KeyFile and CAFile make etcd serve TLS and accept only
+	// clients with a certificate signed by the CA (all three or none; the
+	// URLs must then be https). The peer port gets the same, so that no
+	// local process can speak raft to the member either.
+	CertFile, KeyFile, CAFile string
+}
+
+// TLS reports whether o asks for TLS.
+func (o Options) TLS() bool { return o.CertFile != "" || o.KeyFile != "" || o.CAFile != "" }
+
+func (o Options) checkTLS(clientURL, peerURL *url.URL) error {
+	if !o.TLS() {
+		if clientURL.Scheme == "https" {
+			return fmt.Errorf("client URL %s is https but no certificate was given (--embedded-etcd-cert, --embedded-etcd-key, --embedded-etcd-ca)", clientURL)
+		}
+		return nil
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"--embedded-etcd-cert", o.CertFile}, {"--embedded-etcd-key", o.KeyFile}, {"--embedded-etcd-ca", o.CAFile}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("TLS needs a certificate, its key and the CA that signs client certificates: %v missing", missing)
+	}
+	for _, u := range []*url.URL{clientURL, peerURL} {
+		if u.Scheme != "https" {
+			return fmt.Errorf("%s: with TLS certificates the URL must be https://, not %s:// (the certificates would not be used)", u, u.Scheme)
+		}
+	}
+	return nil
 }
 
 // Server is a running embedded etcd.
@@ -62,10 +95,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	peer := o.PeerURL
 	if peer == "" {
 		peer = "http://127.0.0.1:0"
+		if o.TLS() {
+			peer = "https://127.0.0.1:0"
+		}
 	}
 	peerURL, err := freePortURL(peer)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: peer URL: %w", err)
+	}
+	if err := o.checkTLS(clientURL, peerURL); err != nil {
+		return nil, fmt.Errorf("embedded etcd: %w", err)
 	}
 
 	cfg := embed.NewConfig()
@@ -86,6 +125,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietZap())
 	cfg.EnableGRPCGateway = false
+	if o.TLS() {
+		info := transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile, TrustedCAFile: o.CAFile, ClientCertAuth: true}
+		cfg.ClientTLSInfo = info
+		cfg.PeerTLSInfo = info
+	}
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -102,7 +146,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	}
 	endpoint := clientURL.String()
 	if len(e.Clients) > 0 {
-		endpoint = "http://" + e.Clients[0].Addr().String()
+		endpoint = clientURL.Scheme + "://" + e.Clients[0].Addr().String()
 	}
 	return &Server{etcd: e, endpoint: endpoint}, nil
 }
