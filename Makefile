@@ -30,10 +30,26 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PKGS) >/dev/null; \
 	fi
 
-lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+# Lint tools are pinned and installed once into a cache outside the tree.
+STATICCHECK_VERSION := v0.8.2
+TOOLS_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/calyx-tools
+STATICCHECK := $(TOOLS_DIR)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+$(STATICCHECK):
+	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# lint fails on any finding: go.mod as `go mod tidy` would write it, gofmt,
+# go vet, staticcheck, and no library package depending on bench/.
+lint: $(STATICCHECK)
+	$(GO) mod tidy -diff
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	@mod=$$($(GO) list -m); \
+	bad=$$($(GO) list -f '{{.ImportPath}}:{{range .Deps}} {{.}}{{end}}' $$($(GO) list ./... | grep -v -e "^$$mod/bench" -e "^$$mod/cmd/calyx-bench$$") \
+		| grep -E " $$mod/bench(/| |$$)" | cut -d: -f1); \
+	if [ -n "$$bad" ]; then echo "library packages must not import $$mod/bench:"; echo "$$bad"; exit 1; fi
 
 generate:
 	$(GO) run ./cni/internal/protogen

@@ -247,22 +247,6 @@ func (h *host) hostLinks() []string {
 	return out
 }
 
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // checkWired asserts the kernel state of a wired workload: eth0 with the
 // /32 and the default route in the workload, the host veth with proxy-ARP
 // and the proto-201 /32 through it.

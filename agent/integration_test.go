@@ -21,6 +21,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/testutil"
 	"github.com/calyx-net/calyx/routes"
 )
 
@@ -253,7 +254,7 @@ func TestFiftyConcurrentWorkloads(t *testing.T) {
 		took = append(took, o.took)
 	}
 	t.Logf("50 concurrent DELs, latency seen from the binary: %s", durationStats(took))
-	waitFor(t, 10*time.Second, "nothing left after 50 DELs", func() error {
+	testutil.Eventually(t, 10*time.Second, "nothing left after 50 DELs", func() error {
 		return h.nothingLeft(ws)
 	})
 }
@@ -294,7 +295,7 @@ func TestDriftRepaired(t *testing.T) {
 	run(t, "ip", "-n", h.ns, "route", "del", w.ip.String()+"/32", "dev", w.hostIf)
 	start := time.Now()
 	dst := netip.PrefixFrom(w.ip, 32)
-	waitFor(t, 10*time.Second, "the agent restores a deleted /32", func() error {
+	testutil.Eventually(t, 10*time.Second, "the agent restores a deleted /32", func() error {
 		// The kernel's events prove the route went and came back (a poll
 		// alone could miss a restore faster than itself).
 		seen := events.sequence(dst)
@@ -308,7 +309,7 @@ func TestDriftRepaired(t *testing.T) {
 	key := "net/ipv4/conf/" + w.hostIf + "/proxy_arp"
 	h.sysctl(key, "0")
 	start = time.Now()
-	waitFor(t, 10*time.Second, "the agent restores proxy_arp", func() error {
+	testutil.Eventually(t, 10*time.Second, "the agent restores proxy_arp", func() error {
 		if v := h.sysctl(key, ""); v != "1" {
 			return fmt.Errorf("proxy_arp = %s", v)
 		}
@@ -337,7 +338,7 @@ func TestRestartKeepsRoutes(t *testing.T) {
 	// wait for the agent's repair event.
 	probe := netip.PrefixFrom(ws[0].ip, 32)
 	run(t, "ip", "-n", h.ns, "route", "del", probe.String(), "dev", ws[0].hostIf)
-	waitFor(t, 10*time.Second, "the watch sees the agent restore a route", func() error {
+	testutil.Eventually(t, 10*time.Second, "the watch sees the agent restore a route", func() error {
 		if seen := events.sequence(probe); !strings.Contains(seen, "DELROUTE NEWROUTE") {
 			return fmt.Errorf("route events for %s: %q", probe, seen)
 		}
@@ -387,7 +388,7 @@ func TestRestartKeepsRoutes(t *testing.T) {
 	if err := pingFrom(h.ns, w.ip); err != nil {
 		t.Errorf("workload added after the restart: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the watch sees the new workload's route", func() error {
+	testutil.Eventually(t, 5*time.Second, "the watch sees the new workload's route", func() error {
 		if seen := events.sequence(netip.PrefixFrom(w.ip, 32)); seen != "NEWROUTE" {
 			return fmt.Errorf("route events for %s: %q, want one NEWROUTE", w.ip, seen)
 		}
@@ -404,7 +405,7 @@ func TestStatus(t *testing.T) {
 	h := newHost(t, hostOptions{noPool: true})
 	// Right after start-up the reason may still be the policy dataplane;
 	// once that is programmed, the missing pool is what STATUS names.
-	waitFor(t, 10*time.Second, "STATUS names the missing IPPool", func() error {
+	testutil.Eventually(t, 10*time.Second, "STATUS names the missing IPPool", func() error {
 		o := h.cni("STATUS", nil, nil)
 		if o.err == nil {
 			t.Fatalf("STATUS ready without any IPPool: %s", o.stdout)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // birdBench is what one run of measureBIRDToSubscribe saw.
@@ -37,7 +39,7 @@ func measureBIRDToSubscribe(tb testing.TB, n int) birdBench {
 	}
 	bird := startBIRD(tb, birdConfig(addr[1], static, nil, birdSession{name: "calyx", local: addr[1], localPort: birdPort,
 		localAS: 65000, neighbor: addr[0], neighborPort: port, neighborAS: 64512, gracefulRestart: true}))
-	eventually(tb, 60*time.Second, "BIRD loaded its routes", func() error {
+	testutil.Eventually(tb, 60*time.Second, "BIRD loaded its routes", func() error {
 		out, err := bird.birdc("show", "route", "count")
 		if err != nil {
 			return err

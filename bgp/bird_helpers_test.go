@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // birdPeer is a BIRD 2 daemon run as a child of the test (not daemonized:
@@ -57,7 +59,7 @@ func startBIRD(t testing.TB, conf string) *birdPeer {
 			t.Logf("bird output:\n%s", b.out.String())
 		}
 	})
-	eventually(t, 10*time.Second, "bird control socket answers", func() error {
+	testutil.Eventually(t, 10*time.Second, "bird control socket answers", func() error {
 		select {
 		case <-exited:
 			t.Fatalf("bird exited: %s\n%s", b.cmd.ProcessState, b.out.String())
@@ -159,7 +161,7 @@ func (b *birdPeer) bgpState(name string) string {
 
 func (b *birdPeer) waitRoutes(protocol string, want map[netip.Prefix]netip.Addr, timeout time.Duration, what string) {
 	b.t.Helper()
-	eventually(b.t, timeout, what, func() error {
+	testutil.Eventually(b.t, timeout, what, func() error {
 		got, err := b.routes(protocol)
 		if err != nil {
 			return err

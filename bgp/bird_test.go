@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // A BIRD ToR (eBGP, graceful restart on) and the speaker exchange routes:
@@ -31,7 +33,7 @@ func TestBIRDExchange(t *testing.T) {
 	bird.waitRoutes("calyx", map[netip.Prefix]netip.Addr{pfx("10.244.1.0/26"): n[0], pfx("10.244.2.0/26"): n[0]},
 		10*time.Second, "BIRD receives our blocks with our next hop")
 	want := routes("203.0.113.0/24", addrs(n[1]), "198.51.100.0/24", addrs(n[1]))
-	eventually(t, 10*time.Second, "BIRD's prefixes delivered through Subscribe", func() error {
+	testutil.Eventually(t, 10*time.Second, "BIRD's prefixes delivered through Subscribe", func() error {
 		return routesEqual(s.subscribed(), want)
 	})
 	if got, err := s.Learned(context.Background()); err != nil || routesEqual(got, want) != nil {
@@ -54,14 +56,14 @@ func TestBIRDExchange(t *testing.T) {
 	// BIRD withdraws: first by disabling a static protocol, then by a new
 	// configuration without the route.
 	bird.mustBirdc("disable", "static4")
-	eventually(t, 10*time.Second, "withdrawal of both prefixes delivered", func() error {
+	testutil.Eventually(t, 10*time.Second, "withdrawal of both prefixes delivered", func() error {
 		return routesEqual(s.subscribed(), routes())
 	})
 	bird.mustBirdc("enable", "static4")
-	eventually(t, 10*time.Second, "prefixes back", func() error { return routesEqual(s.subscribed(), want) })
+	testutil.Eventually(t, 10*time.Second, "prefixes back", func() error { return routesEqual(s.subscribed(), want) })
 	bird.reconfigure(birdConfig(n[1], static[:1], nil, session))
 	want = routes("203.0.113.0/24", addrs(n[1]))
-	eventually(t, 10*time.Second, "reconfigured BIRD's withdrawal delivered", func() error {
+	testutil.Eventually(t, 10*time.Second, "reconfigured BIRD's withdrawal delivered", func() error {
 		return routesEqual(s.subscribed(), want)
 	})
 	if got, err := s.Learned(context.Background()); err != nil || routesEqual(got, want) != nil {
@@ -90,7 +92,7 @@ func TestBIRDPasswords(t *testing.T) {
 		Peer{Address: n[1], ASN: 65000, Type: PeerExternal, Port: goodPort, LocalAddress: n[0], Password: "s3cret"},
 		Peer{Address: n[2], ASN: 65000, Type: PeerExternal, Port: badPort, LocalAddress: n[0], Password: "s3cret"})
 	s.waitEstablished(t, n[1], 20*time.Second)
-	eventually(t, 10*time.Second, "route over the MD5 session", func() error {
+	testutil.Eventually(t, 10*time.Second, "route over the MD5 session", func() error {
 		return routesEqual(s.subscribed(), routes("203.0.113.0/24", addrs(n[1])))
 	})
 	time.Sleep(4 * time.Second) // several connection attempts each way
@@ -129,7 +131,7 @@ func TestBIRDGracefulRestart(t *testing.T) {
 	if err := s.Close(true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "BIRD notices the session is gone", func() error {
+	testutil.Eventually(t, 10*time.Second, "BIRD notices the session is gone", func() error {
 		if st := bird.bgpState("calyx"); st == "Established" {
 			return fmt.Errorf("BGP state %s", st)
 		}
@@ -190,7 +192,7 @@ func TestBIRDIPv6(t *testing.T) {
 			pfx("10.244.1.0/26"):       n[0],
 			pfx("fd00:10:244:1::/122"): ip("2001:db8::1"),
 		}, 20*time.Second, "BIRD receives both families")
-		eventually(t, 10*time.Second, "IPv6 prefix learned with BIRD's IPv6 next hop", func() error {
+		testutil.Eventually(t, 10*time.Second, "IPv6 prefix learned with BIRD's IPv6 next hop", func() error {
 			return routesEqual(s.subscribed(), routes("203.0.113.0/24", addrs(n[1]), "2001:db8:100::/48", addrs(ip("2001:db8::2"))))
 		})
 		select {
@@ -221,7 +223,7 @@ func TestBIRDIPv6(t *testing.T) {
 		s.advertise(t, Advertisement{Prefix: pfx("fd00:10:244:2::/122"), NextHop: ip("2001:db8::1")})
 		bird.waitRoutes("calyx", map[netip.Prefix]netip.Addr{pfx("fd00:10:244:2::/122"): ip("2001:db8::1")},
 			20*time.Second, "BIRD receives the IPv6 prefix over the IPv6 session")
-		eventually(t, 10*time.Second, "IPv6 prefix learned over the IPv6 session", func() error {
+		testutil.Eventually(t, 10*time.Second, "IPv6 prefix learned over the IPv6 session", func() error {
 			return routesEqual(s.subscribed(), routes("2001:db8:200::/48", addrs(ip("2001:db8::2"))))
 		})
 	})

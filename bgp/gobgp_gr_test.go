@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // learnedFromRIB is B's view of the paths from one peer: prefix → stale.
@@ -40,8 +42,8 @@ func TestGoBGPGracefulRestart(t *testing.T) {
 		Advertisement{Prefix: pfx("10.244.9.0/26"), NextHop: a.addr})
 	b.advertise(t, Advertisement{Prefix: pfx("10.244.2.0/26"), NextHop: b.addr})
 	both := routes("10.244.1.0/26", addrs(a.addr), "10.244.9.0/26", addrs(a.addr))
-	eventually(t, 20*time.Second, "B learns A's routes", func() error { return routesEqual(b.subscribed(), both) })
-	eventually(t, 10*time.Second, "A learns B's route", func() error {
+	testutil.Eventually(t, 20*time.Second, "B learns A's routes", func() error { return routesEqual(b.subscribed(), both) })
+	testutil.Eventually(t, 10*time.Second, "A learns B's route", func() error {
 		return routesEqual(a.subscribed(), routes("10.244.2.0/26", addrs(b.addr)))
 	})
 
@@ -53,7 +55,7 @@ func TestGoBGPGracefulRestart(t *testing.T) {
 	if got := a.subscribed(); len(got) != 1 || batches() != before {
 		t.Errorf("A's subscriber got updates during Close (table %v)", got)
 	}
-	eventually(t, 10*time.Second, "B notices A is gone", func() error {
+	testutil.Eventually(t, 10*time.Second, "B notices A is gone", func() error {
 		st, err := b.peerState(a.addr)
 		if err != nil {
 			return err
@@ -92,7 +94,7 @@ func TestGoBGPGracefulRestart(t *testing.T) {
 	if err := routesEqual(a2.subscribed(), routes("10.244.2.0/26", addrs(b.addr))); err != nil {
 		t.Errorf("restarted A at initial sync: %v", err)
 	}
-	eventually(t, 10*time.Second, "B keeps the re-announced route, drops the other", func() error {
+	testutil.Eventually(t, 10*time.Second, "B keeps the re-announced route, drops the other", func() error {
 		return routesEqual(b.subscribed(), routes("10.244.1.0/26", addrs(a.addr)))
 	})
 	if st := staleness(t, b, a.addr); st["10.244.1.0/26"] {
@@ -103,7 +105,7 @@ func TestGoBGPGracefulRestart(t *testing.T) {
 	if err := a2.Close(false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "B withdraws A's routes after a normal close", func() error {
+	testutil.Eventually(t, 5*time.Second, "B withdraws A's routes after a normal close", func() error {
 		return routesEqual(b.subscribed(), routes())
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // Three in-process speakers on loopback: A and C peer with B. Routes
@@ -44,7 +46,7 @@ func TestGoBGPAdvertiseLearnWithdrawECMP(t *testing.T) {
 		"10.244.3.0/26", addrs(c.addr),
 		"10.96.0.10/32", addrs(a.addr, c.addr), // ECMP: both best paths
 	)
-	eventually(t, 10*time.Second, "B learns A's and C's routes (Subscribe)", func() error {
+	testutil.Eventually(t, 10*time.Second, "B learns A's and C's routes (Subscribe)", func() error {
 		return routesEqual(b.subscribed(), wantB)
 	})
 	learned, err := b.Learned(context.Background())
@@ -55,7 +57,7 @@ func TestGoBGPAdvertiseLearnWithdrawECMP(t *testing.T) {
 		t.Fatalf("B Learned: %v", err)
 	}
 	// A learns B's own route (B does not reflect C's to A: plain iBGP).
-	eventually(t, 10*time.Second, "A learns B's route, never its own", func() error {
+	testutil.Eventually(t, 10*time.Second, "A learns B's route, never its own", func() error {
 		got, err := a.Learned(context.Background())
 		if err != nil {
 			return err
@@ -68,7 +70,7 @@ func TestGoBGPAdvertiseLearnWithdrawECMP(t *testing.T) {
 	c.advertise(t, Advertisement{Prefix: pfx("10.244.3.0/26"), NextHop: c.addr})
 	a.advertise(t, Advertisement{Prefix: pfx("10.96.0.10/32"), NextHop: a.addr})
 	wantB = routes("10.244.3.0/26", addrs(c.addr), "10.96.0.10/32", addrs(a.addr))
-	eventually(t, 10*time.Second, "B sees the withdrawals (Subscribe)", func() error {
+	testutil.Eventually(t, 10*time.Second, "B sees the withdrawals (Subscribe)", func() error {
 		return routesEqual(b.subscribed(), wantB)
 	})
 	if learned, err = b.Learned(context.Background()); err != nil {
@@ -142,7 +144,7 @@ func TestGoBGPSetAdvertisementsTouchesOnlyTheDifference(t *testing.T) {
 	// Next hop unset: GoBGP uses the session's address (next hop self).
 	a.advertise(t, Advertisement{Prefix: pfx("10.244.1.0/26")})
 	b.waitEstablished(t, a.addr, 20*time.Second)
-	eventually(t, 10*time.Second, "B learns the prefix via A's session address", func() error {
+	testutil.Eventually(t, 10*time.Second, "B learns the prefix via A's session address", func() error {
 		return routesEqual(b.subscribed(), routes("10.244.1.0/26", addrs(a.addr)))
 	})
 	// Bad input is reported, the valid rest applied.
@@ -169,7 +171,7 @@ func TestGoBGPUnreachablePeerDoesNotDisturbOthers(t *testing.T) {
 	b.setPeers(t, b.peerTo(a, PeerMesh))
 	a.advertise(t, Advertisement{Prefix: pfx("10.244.1.0/26"), NextHop: a.addr})
 	a.waitEstablished(t, b.addr, 20*time.Second)
-	eventually(t, 10*time.Second, "B learns A's route", func() error {
+	testutil.Eventually(t, 10*time.Second, "B learns A's route", func() error {
 		return routesEqual(b.subscribed(), routes("10.244.1.0/26", addrs(a.addr)))
 	})
 	time.Sleep(2 * time.Second) // a few connection attempts
@@ -275,7 +277,7 @@ func TestGoBGPSetPeersTouchesOnlyTheDifference(t *testing.T) {
 	if sts, err := a.PeerStatus(context.Background()); err != nil || len(sts) != 0 {
 		t.Errorf("PeerStatus after removing every peer: %v, %v", sts, err)
 	}
-	eventually(t, 10*time.Second, "B sees the session closed", func() error {
+	testutil.Eventually(t, 10*time.Second, "B sees the session closed", func() error {
 		st, err := b.peerState(a.addr)
 		if err != nil {
 			return err

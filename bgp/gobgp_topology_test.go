@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 func testNode(name string, addr string, labels map[string]string) *datastore.Node {
@@ -50,14 +51,14 @@ func TestGoBGPRouteReflectorFromDesiredPeers(t *testing.T) {
 	a.advertise(t, Advertisement{Prefix: pfx("10.244.1.0/26"), NextHop: a.addr})
 	c.advertise(t, Advertisement{Prefix: pfx("10.244.3.0/26"), NextHop: c.addr})
 	r.advertise(t, Advertisement{Prefix: pfx("10.244.2.0/26"), NextHop: r.addr})
-	eventually(t, 10*time.Second, "client c learns a's block through the reflector", func() error {
+	testutil.Eventually(t, 10*time.Second, "client c learns a's block through the reflector", func() error {
 		return routesEqual(c.subscribed(), routes("10.244.1.0/26", addrs(a.addr), "10.244.2.0/26", addrs(r.addr)))
 	})
-	eventually(t, 10*time.Second, "client a learns c's block through the reflector", func() error {
+	testutil.Eventually(t, 10*time.Second, "client a learns c's block through the reflector", func() error {
 		return routesEqual(a.subscribed(), routes("10.244.3.0/26", addrs(c.addr), "10.244.2.0/26", addrs(r.addr)))
 	})
 	// a's own block, reflected back to it, is not a learned route.
-	eventually(t, 5*time.Second, "reflector learns both clients", func() error {
+	testutil.Eventually(t, 5*time.Second, "reflector learns both clients", func() error {
 		return routesEqual(r.subscribed(), routes("10.244.1.0/26", addrs(a.addr), "10.244.3.0/26", addrs(c.addr)))
 	})
 }
@@ -76,13 +77,13 @@ func TestGoBGPNoTransitOfExternalRoutes(t *testing.T) {
 	x.setPeers(t, x.peerTo(b, PeerExternal))
 	x.advertise(t, Advertisement{Prefix: pfx("198.51.100.0/24"), NextHop: x.addr})
 	b.advertise(t, Advertisement{Prefix: pfx("10.244.2.0/26"), NextHop: b.addr})
-	eventually(t, 20*time.Second, "B learns X's prefix", func() error {
+	testutil.Eventually(t, 20*time.Second, "B learns X's prefix", func() error {
 		return routesEqual(b.subscribed(), routes("198.51.100.0/24", addrs(x.addr)))
 	})
-	eventually(t, 10*time.Second, "X learns B's block (eBGP, next hop B)", func() error {
+	testutil.Eventually(t, 10*time.Second, "X learns B's block (eBGP, next hop B)", func() error {
 		return routesEqual(x.subscribed(), routes("10.244.2.0/26", addrs(b.addr)))
 	})
-	eventually(t, 10*time.Second, "A learns B's block", func() error {
+	testutil.Eventually(t, 10*time.Second, "A learns B's block", func() error {
 		return routesEqual(a.subscribed(), routes("10.244.2.0/26", addrs(b.addr)))
 	})
 	time.Sleep(500 * time.Millisecond)

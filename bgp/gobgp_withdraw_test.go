@@ -9,6 +9,8 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // updatesFrom counts the UPDATE messages s has received from peer.
@@ -55,10 +57,10 @@ func TestGoBGPExternalWithdrawalsStayLocal(t *testing.T) {
 		want[p] = addrs(x.addr)
 	}
 	x.advertise(t, advs...)
-	eventually(t, 20*time.Second, "B learns X's prefixes", func() error {
+	testutil.Eventually(t, 20*time.Second, "B learns X's prefixes", func() error {
 		return routesEqual(b.subscribed(), want)
 	})
-	eventually(t, 10*time.Second, "A learns B's block", func() error {
+	testutil.Eventually(t, 10*time.Second, "A learns B's block", func() error {
 		return routesEqual(a.subscribed(), routes("10.244.2.0/26", addrs(b.addr)))
 	})
 
@@ -74,7 +76,7 @@ func TestGoBGPExternalWithdrawalsStayLocal(t *testing.T) {
 
 	before := a.updatesFrom(t, b.addr)
 	x.advertise(t)
-	eventually(t, 10*time.Second, "B forgets X's prefixes", func() error {
+	testutil.Eventually(t, 10*time.Second, "B forgets X's prefixes", func() error {
 		if got := b.subscribed(); len(got) != 0 {
 			return fmt.Errorf("B still has %d prefixes", len(got))
 		}
@@ -83,7 +85,7 @@ func TestGoBGPExternalWithdrawalsStayLocal(t *testing.T) {
 	// B's own block going away afterwards is a message A must get: once it
 	// has, every UPDATE B sent before it has arrived too.
 	b.advertise(t)
-	eventually(t, 10*time.Second, "A loses B's block", func() error {
+	testutil.Eventually(t, 10*time.Second, "A loses B's block", func() error {
 		if got := a.subscribed(); len(got) != 0 {
 			return fmt.Errorf("A still has %v", got)
 		}

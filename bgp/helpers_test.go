@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // testLogger logs through t.Log while the test runs and drops everything
@@ -86,22 +88,6 @@ func freePort(t testing.TB, addrs ...netip.Addr) int {
 	}
 	t.Fatal("no free port found")
 	return 0
-}
-
-// eventually polls check until it returns nil or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // testSpeaker is a started GoBGP speaker on one loopback address.
@@ -217,7 +203,7 @@ func (s *testSpeaker) peerState(addr netip.Addr) (PeerStatus, error) {
 
 func (s *testSpeaker) waitEstablished(t testing.TB, addr netip.Addr, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("%s: session to %s established", s.addr, addr), func() error {
+	testutil.Eventually(t, timeout, fmt.Sprintf("%s: session to %s established", s.addr, addr), func() error {
 		st, err := s.peerState(addr)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/datastore/etcdtest"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // recorder collects syncer events for assertions.
@@ -42,15 +43,13 @@ func (r *recorder) snapshot() ([]datastore.Event, int) {
 // waitFor polls until cond holds on the recorded events.
 func (r *recorder) waitFor(t *testing.T, what string, cond func([]datastore.Event, int) bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond(r.snapshot()) {
-			return
+	testutil.Eventually(t, 15*time.Second, what, func() error {
+		evs, synced := r.snapshot()
+		if cond(evs, synced) {
+			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	evs, synced := r.snapshot()
-	t.Fatalf("timed out waiting for %s; have %d events, %d in-syncs: %s", what, len(evs), synced, describe(evs))
+		return fmt.Errorf("have %d events, %d in-syncs: %s", len(evs), synced, describe(evs))
+	})
 }
 
 func describe(evs []datastore.Event) string {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestGracefulRestart: 3 hosts and a BIRD ToR, graceful restart on (the
@@ -49,10 +50,10 @@ func testRestartKeepsRoutes(ctx context.Context, t *testing.T, l *lab.Lab) {
 	watches := map[string]*routeWatch{}
 	for _, h := range others {
 		k := openRoutes(t, l, h)
-		eventually(t, 10*time.Second, h+" routes host1's block", func() error { return k.expectVia(blk.CIDR, h1.IP) })
+		testutil.Eventually(t, 10*time.Second, h+" routes host1's block", func() error { return k.expectVia(blk.CIDR, h1.IP) })
 		watches[h] = watchRoutes(t, l, h)
 	}
-	eventually(t, 10*time.Second, "BIRD routes host1's block", func() error { return torRouteVia(ctx, l, blk.CIDR, h1.IP) })
+	testutil.Eventually(t, 10*time.Second, "BIRD routes host1's block", func() error { return torRouteVia(ctx, l, blk.CIDR, h1.IP) })
 	w2, _ := l.Workload("h2-w1")
 	pingers := []*pinger{
 		startPinger(ctx, t, l, "h2-w1", w1.IP()),
@@ -70,7 +71,7 @@ func testRestartKeepsRoutes(ctx context.Context, t *testing.T, l *lab.Lab) {
 	waitEstablished(t, l)
 	established := time.Since(start)
 	var synced time.Duration
-	eventually(t, 30*time.Second, "host1's BGP initial sync after the restart", func() error {
+	testutil.Eventually(t, 30*time.Second, "host1's BGP initial sync after the restart", func() error {
 		at, ok := logTime(h1.AgentLog, logFrom, "BGP initial sync done")
 		if !ok {
 			return fmt.Errorf("no \"BGP initial sync done\" in %s yet", h1.AgentLog)
@@ -109,7 +110,7 @@ func testRestartKeepsRoutes(ctx context.Context, t *testing.T, l *lab.Lab) {
 	}
 	tor := netip.MustParsePrefix(lab.TorStaticRoute)
 	for _, h := range others {
-		eventually(t, 5*time.Second, h+" sees BIRD's withdrawal", func() error {
+		testutil.Eventually(t, 5*time.Second, h+" sees BIRD's withdrawal", func() error {
 			if len(watches[h].deletions(tor)) == 0 {
 				return fmt.Errorf("the route watch of %s saw no deletion of %s", h, tor)
 			}
@@ -143,7 +144,7 @@ func testStaleRouteSwept(ctx context.Context, t *testing.T, l *lab.Lab) {
 	tor := netip.MustParsePrefix(lab.TorStaticRoute)
 	kernels := hostRoutes(t, l)
 	for name, k := range kernels {
-		eventually(t, 10*time.Second, name+" installs "+tor.String(), func() error { return k.expectVia(tor, lab.TorIP) })
+		testutil.Eventually(t, 10*time.Second, name+" installs "+tor.String(), func() error { return k.expectVia(tor, lab.TorIP) })
 	}
 	kept := map[netip.Prefix]string{} // host2's learned routes that must survive its restart, and their next hop
 	for _, name := range []string{"h1-w1", "h3-w1"} {
@@ -211,7 +212,7 @@ func testStaleRouteSwept(ctx context.Context, t *testing.T, l *lab.Lab) {
 	if _, err := l.Birdc(ctx, "enable", static); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "host2 learns "+tor.String()+" again", func() error { return kernels[h2.Name].expectVia(tor, lab.TorIP) })
+	testutil.Eventually(t, 10*time.Second, "host2 learns "+tor.String()+" again", func() error { return kernels[h2.Name].expectVia(tor, lab.TorIP) })
 	waitEstablished(t, l)
 }
 

@@ -15,6 +15,7 @@ import (
 	apipb "github.com/calyx-net/calyx/cni/api"
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // Subtests of TestBGPWithdrawalsAndPeers about BGPPeer configuration.
@@ -72,11 +73,11 @@ func testMD5Password(ctx context.Context, t *testing.T, l *lab.Lab) {
 	apply(md5PeerYAML("md5-right", "host1", md5Secret) + "---\n" + md5PeerYAML("md5-wrong", "host2", "not-the-"+md5Secret))
 	t.Cleanup(func() { removePeers(t, l, []string{"md5-right", "md5-wrong"}, md5PeerIP) })
 
-	eventually(t, 30*time.Second, "host1's MD5 session to BIRD", func() error {
+	testutil.Eventually(t, 30*time.Second, "host1's MD5 session to BIRD", func() error {
 		return sessionUp(ctx, l, bird, "host1")
 	})
 	k1 := openRoutes(t, l, "host1")
-	eventually(t, 10*time.Second, "host1 installs BIRD's route over the MD5 session", func() error {
+	testutil.Eventually(t, 10*time.Second, "host1 installs BIRD's route over the MD5 session", func() error {
 		return k1.expectVia(netip.MustParsePrefix(md5PeerRoute), md5PeerIP)
 	})
 
@@ -111,7 +112,7 @@ func testMD5Password(ctx context.Context, t *testing.T, l *lab.Lab) {
 	// With the right password, host2 comes up as well: the password was
 	// the only thing wrong.
 	apply(md5PeerYAML("md5-wrong", "host2", md5Secret))
-	eventually(t, 30*time.Second, "host2's MD5 session once its password is right", func() error {
+	testutil.Eventually(t, 30*time.Second, "host2's MD5 session once its password is right", func() error {
 		return sessionUp(ctx, l, bird, "host2")
 	})
 }
@@ -166,7 +167,7 @@ func removePeers(t *testing.T, l *lab.Lab, names []string, addr string) {
 			t.Errorf("calyxctl delete BGPPeer %s: exit %d: %s", n, code, stderr)
 		}
 	}
-	eventually(t, 15*time.Second, "the agents drop the peer "+addr, func() error {
+	testutil.Eventually(t, 15*time.Second, "the agents drop the peer "+addr, func() error {
 		for _, h := range l.Hosts() {
 			if p, err := peerOf(ctx, l, h.Name, addr); err != nil || p != nil {
 				return fmt.Errorf("%s still lists %s (%v)", h.Name, addr, err)
@@ -240,7 +241,7 @@ func testUnreachablePeer(ctx context.Context, t *testing.T, l *lab.Lab) {
 		apipb.BGPSessionState_BGP_SESSION_STATE_CONNECT: true,
 		apipb.BGPSessionState_BGP_SESSION_STATE_ACTIVE:  true,
 	}
-	eventually(t, 15*time.Second, "every agent lists the unreachable peer", func() error {
+	testutil.Eventually(t, 15*time.Second, "every agent lists the unreachable peer", func() error {
 		for _, h := range l.Hosts() {
 			if p, err := peerOf(ctx, l, h.Name, ghostPeerIP); err != nil || p == nil {
 				return fmt.Errorf("%s: no peer %s (%v)", h.Name, ghostPeerIP, err)

@@ -10,6 +10,7 @@ import (
 
 	apipb "github.com/calyx-net/calyx/cni/api"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestMeshAndBirdPeer: every host peers with every other and with a BIRD
@@ -44,7 +45,7 @@ func TestMeshAndBirdPeer(t *testing.T) {
 			t.Errorf("%s: %d mesh and %d external peers, want 2 and 1", h.Name, mesh, external)
 		}
 
-		eventually(t, 15*time.Second, "BIRD learns the block of "+h.Name, func() error {
+		testutil.Eventually(t, 15*time.Second, "BIRD learns the block of "+h.Name, func() error {
 			out, err := l.Birdc(ctx, "show", "route", "protocol", h.Name)
 			if err != nil {
 				return err
@@ -54,7 +55,7 @@ func TestMeshAndBirdPeer(t *testing.T) {
 			}
 			return nil
 		})
-		eventually(t, 15*time.Second, h.Name+" installs the ToR's route", func() error {
+		testutil.Eventually(t, 15*time.Second, h.Name+" installs the ToR's route", func() error {
 			out, err := l.Exec(h.Name, "ip", "route", "show", lab.TorStaticRoute)
 			if err != nil || !strings.Contains(out, "via "+lab.TorIP) {
 				return fmt.Errorf("%q %v", out, err)
@@ -63,7 +64,7 @@ func TestMeshAndBirdPeer(t *testing.T) {
 		})
 	}
 	for _, w := range l.Workloads() {
-		eventually(t, 10*time.Second, "the ToR reaches "+w.Name, func() error { return l.Ping("tor", w.IP()) })
+		testutil.Eventually(t, 10*time.Second, "the ToR reaches "+w.Name, func() error { return l.Ping("tor", w.IP()) })
 	}
 }
 
@@ -108,7 +109,7 @@ func TestRouteReflectors(t *testing.T) {
 		}
 	}
 	eps := l.Endpoints(false)
-	eventually(t, 20*time.Second, "ping matrix through reflectors", func() error {
+	testutil.Eventually(t, 20*time.Second, "ping matrix through reflectors", func() error {
 		m := l.PingMatrix(ctx, eps, eps, 8)
 		if len(m.Failed()) > 0 {
 			return fmt.Errorf("\n%s", m)

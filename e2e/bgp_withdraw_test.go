@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestBGPWithdrawalsAndPeers shares one lab among the subtests: 3 hosts, a
@@ -61,7 +62,7 @@ func testTorWithdrawal(ctx context.Context, t *testing.T, l *lab.Lab) {
 	tor := netip.MustParsePrefix(lab.TorStaticRoute)
 	kernels := hostRoutes(t, l)
 	for name, k := range kernels {
-		eventually(t, 15*time.Second, name+" installs "+tor.String(), func() error { return k.expectVia(tor, lab.TorIP) })
+		testutil.Eventually(t, 15*time.Second, name+" installs "+tor.String(), func() error { return k.expectVia(tor, lab.TorIP) })
 	}
 	static := birdStaticProtocol(ctx, t, l)
 	t.Cleanup(func() { _, _ = l.Birdc(context.Background(), "enable", static) })
@@ -205,7 +206,7 @@ func testBorrowedAddress(ctx context.Context, t *testing.T, l *lab.Lab) string {
 	t.Logf("%s on host1 borrowed %s from %s's block %s", borrower.Name, x.Addr(), lender.Name, lent.CIDR)
 
 	kernels := hostRoutes(t, l)
-	eventually(t, 10*time.Second, "host1 routes "+x.String()+" to the workload", func() error {
+	testutil.Eventually(t, 10*time.Second, "host1 routes "+x.String()+" to the workload", func() error {
 		rt, err := kernels["host1"].get(x)
 		if err != nil {
 			return err
@@ -219,10 +220,10 @@ func testBorrowedAddress(ctx context.Context, t *testing.T, l *lab.Lab) string {
 		if name == h1.Name {
 			continue
 		}
-		eventually(t, 15*time.Second, name+" learns "+x.String()+" via host1", func() error { return k.expectVia(x, h1.IP) })
+		testutil.Eventually(t, 15*time.Second, name+" learns "+x.String()+" via host1", func() error { return k.expectVia(x, h1.IP) })
 	}
-	eventually(t, 15*time.Second, "BIRD learns "+x.String()+" via host1", func() error { return torRouteVia(ctx, l, x, h1.IP) })
-	eventually(t, 10*time.Second, lender.Name+" keeps the blackhole of its block", func() error {
+	testutil.Eventually(t, 15*time.Second, "BIRD learns "+x.String()+" via host1", func() error { return torRouteVia(ctx, l, x, h1.IP) })
+	testutil.Eventually(t, 10*time.Second, lender.Name+" keeps the blackhole of its block", func() error {
 		rt, err := kernels[lender.Name].get(lent.CIDR)
 		if err != nil {
 			return err
@@ -234,7 +235,7 @@ func testBorrowedAddress(ctx context.Context, t *testing.T, l *lab.Lab) string {
 	})
 	lenderWorkload := fmt.Sprintf("h%d-a", lender.Index)
 	for _, from := range []string{lenderWorkload, "tor"} {
-		eventually(t, 10*time.Second, from+" reaches the borrowed address", func() error { return l.Ping(from, borrower.IP()) })
+		testutil.Eventually(t, 10*time.Second, from+" reaches the borrowed address", func() error { return l.Ping(from, borrower.IP()) })
 	}
 
 	start := time.Now()
@@ -246,7 +247,7 @@ func testBorrowedAddress(ctx context.Context, t *testing.T, l *lab.Lab) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "BIRD forgets "+x.String(), func() error { return torRouteVia(ctx, l, x, "") })
+	testutil.Eventually(t, 10*time.Second, "BIRD forgets "+x.String(), func() error { return torRouteVia(ctx, l, x, "") })
 	if b := blockOf(ctx, t, l, borrower.IP()); b.Borrowed != 0 {
 		t.Errorf("the block %s still counts %d borrowed address(es) after the DEL", b.CIDR, b.Borrowed)
 	}
@@ -277,10 +278,10 @@ func testReleasedBlock(ctx context.Context, t *testing.T, l *lab.Lab, lender str
 	kernels := hostRoutes(t, l)
 	for name, k := range kernels {
 		if name != target.Name {
-			eventually(t, 10*time.Second, name+" routes "+blk.CIDR.String()+" via "+target.Name, func() error { return k.expectVia(blk.CIDR, target.IP) })
+			testutil.Eventually(t, 10*time.Second, name+" routes "+blk.CIDR.String()+" via "+target.Name, func() error { return k.expectVia(blk.CIDR, target.IP) })
 		}
 	}
-	eventually(t, 10*time.Second, "BIRD routes the block via "+target.Name, func() error { return torRouteVia(ctx, l, blk.CIDR, target.IP) })
+	testutil.Eventually(t, 10*time.Second, "BIRD routes the block via "+target.Name, func() error { return torRouteVia(ctx, l, blk.CIDR, target.IP) })
 
 	start := time.Now()
 	if err := l.DelWorkload(ctx, w.Name); err != nil {
@@ -297,7 +298,7 @@ func testReleasedBlock(ctx context.Context, t *testing.T, l *lab.Lab, lender str
 			t.Fatalf("block %s is withdrawn but still in the IPAM, held by %q (%d used)", b.CIDR, b.Node, b.Used)
 		}
 	}
-	eventually(t, 10*time.Second, "BIRD forgets the block", func() error { return torRouteVia(ctx, l, blk.CIDR, "") })
+	testutil.Eventually(t, 10*time.Second, "BIRD forgets the block", func() error { return torRouteVia(ctx, l, blk.CIDR, "") })
 	// Only the blocks of host1 and the lender are left.
 	for _, b := range blocks(ctx, t, l) {
 		if !slices.Contains([]string{"host1", lender}, b.Node) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestConnectivityMatrix: 3 hosts with 2 workloads each, node-to-node
@@ -23,7 +24,7 @@ func TestConnectivityMatrix(t *testing.T) {
 
 	eps := l.Endpoints(true)
 	var m lab.Matrix
-	eventually(t, 20*time.Second, "full ping matrix", func() error {
+	testutil.Eventually(t, 20*time.Second, "full ping matrix", func() error {
 		m = l.PingMatrix(ctx, eps, eps, 8)
 		if f := m.Failed(); len(f) > 0 {
 			return errors.New("failures:\n" + m.String())
@@ -55,7 +56,7 @@ func TestConnectivityMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range l.Hosts() {
-		eventually(t, 10*time.Second, h.Name+" reaches the new workload", func() error { return l.Ping(h.Name, added.IP()) })
+		testutil.Eventually(t, 10*time.Second, h.Name+" reaches the new workload", func() error { return l.Ping(h.Name, added.IP()) })
 	}
 	ds, err := l.Datastore()
 	if err != nil {
@@ -68,7 +69,7 @@ func TestConnectivityMatrix(t *testing.T) {
 	if err := l.DelWorkload(ctx, "late"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the deleted workload is unreachable", func() error {
+	testutil.Eventually(t, 10*time.Second, "the deleted workload is unreachable", func() error {
 		if l.Ping("host1", added.IP()) == nil {
 			return errors.New("still answers")
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestDualStack shares one dual-stack lab among the subtests: 3 hosts with
@@ -91,7 +92,7 @@ func testIPv6PingMatrix(ctx context.Context, t *testing.T, l *lab.Lab) {
 	// Neighbour discovery on a fresh veth can lose a first echo: retry
 	// the whole matrix for a few seconds before calling it broken.
 	var m lab.Matrix
-	eventually(t, 10*time.Second, "complete IPv6 ping matrix", func() error {
+	testutil.Eventually(t, 10*time.Second, "complete IPv6 ping matrix", func() error {
 		m = l.PingMatrix(ctx, eps, eps, 8)
 		if f := m.Failed(); len(f) > 0 {
 			return fmt.Errorf("%d pairs failed:\n%s", len(f), m)
@@ -113,12 +114,12 @@ func testIPv6Routes(ctx context.Context, t *testing.T, l *lab.Lab) {
 		k := kernels[h.Name]
 		for blk, owner := range owners {
 			if owner.Name == h.Name {
-				eventually(t, 10*time.Second, h.Name+" blackholes its own block "+blk.String(), func() error { return k.expectOwnBlackhole6(blk) })
+				testutil.Eventually(t, 10*time.Second, h.Name+" blackholes its own block "+blk.String(), func() error { return k.expectOwnBlackhole6(blk) })
 				continue
 			}
-			eventually(t, 10*time.Second, h.Name+" routes "+blk.String()+" via "+owner.IPv6, func() error { return k.expectVia6(blk, owner.IPv6) })
+			testutil.Eventually(t, 10*time.Second, h.Name+" routes "+blk.String()+" via "+owner.IPv6, func() error { return k.expectVia6(blk, owner.IPv6) })
 		}
-		eventually(t, 10*time.Second, h.Name+" routes the ToR's "+tor.String(), func() error { return k.expectVia6(tor, lab.TorIPv6) })
+		testutil.Eventually(t, 10*time.Second, h.Name+" routes the ToR's "+tor.String(), func() error { return k.expectVia6(tor, lab.TorIPv6) })
 	}
 }
 
@@ -126,10 +127,10 @@ func testIPv6Routes(ctx context.Context, t *testing.T, l *lab.Lab) {
 // session, programs it, and so reaches every workload over IPv6.
 func testBirdIPv6(ctx context.Context, t *testing.T, l *lab.Lab) {
 	for blk, owner := range v6BlockOwners(ctx, t, l) {
-		eventually(t, 10*time.Second, "BIRD routes "+blk.String()+" via "+owner.Name, func() error { return torRouteVia(ctx, l, blk, owner.IPv6) })
+		testutil.Eventually(t, 10*time.Second, "BIRD routes "+blk.String()+" via "+owner.Name, func() error { return torRouteVia(ctx, l, blk, owner.IPv6) })
 	}
 	for _, w := range l.Workloads() {
-		eventually(t, 10*time.Second, "the ToR pings "+w.Name+" over IPv6", func() error { return l.Ping("tor", w.IPv6()) })
+		testutil.Eventually(t, 10*time.Second, "the ToR pings "+w.Name+" over IPv6", func() error { return l.Ping("tor", w.IPv6()) })
 	}
 }
 
@@ -204,7 +205,7 @@ func testPolicyIPv6(ctx context.Context, t *testing.T, l *lab.Lab) {
 	}
 
 	for _, c := range []string{"front6", "other6", "neigh6"} {
-		eventually(t, 10*time.Second, c+" connects over IPv6 before any policy", func() error { return connect(c, target6) })
+		testutil.Eventually(t, 10*time.Second, c+" connects over IPv6 before any policy", func() error { return connect(c, target6) })
 	}
 	if err := l.Apply(ctx, []byte(allowFrontendPolicy)); err != nil {
 		t.Fatal(err)
@@ -218,9 +219,9 @@ func testPolicyIPv6(ctx context.Context, t *testing.T, l *lab.Lab) {
 			t.Errorf("removing the policy: %v", err)
 		}
 	}()
-	eventually(t, 20*time.Second, "other6 is refused over IPv6 by the policy", blocked("other6", target6))
-	eventually(t, 5*time.Second, "neigh6 (same host) is refused over IPv6 by the policy", blocked("neigh6", target6))
-	eventually(t, 5*time.Second, "other6 is refused over IPv4 by the policy", blocked("other6", target4))
+	testutil.Eventually(t, 20*time.Second, "other6 is refused over IPv6 by the policy", blocked("other6", target6))
+	testutil.Eventually(t, 5*time.Second, "neigh6 (same host) is refused over IPv6 by the policy", blocked("neigh6", target6))
+	testutil.Eventually(t, 5*time.Second, "other6 is refused over IPv4 by the policy", blocked("other6", target4))
 	if err := connect("front6", target6); err != nil {
 		t.Errorf("front6 is allowed by the policy but over IPv6: %v", err)
 	}
@@ -238,7 +239,7 @@ func testPolicyIPv6(ctx context.Context, t *testing.T, l *lab.Lab) {
 	if err := ds.Delete(ctx, datastore.KindPolicy, "web-from-frontend"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "other6 connects over IPv6 once the policy is gone", func() error {
+	testutil.Eventually(t, 20*time.Second, "other6 connects over IPv6 once the policy is gone", func() error {
 		if err := connect("other6", target6); err != nil {
 			return errors.Join(errors.New("still refused"), err)
 		}
@@ -263,7 +264,7 @@ func testReleasedIPv6Block(ctx context.Context, t *testing.T, l *lab.Lab) {
 		t.Fatalf("block %s: node %q with %d addresses used, want host3's with only %s", blk.CIDR, blk.Node, blk.Used, w.Name)
 	}
 	kernels := hostRoutes(t, l)
-	eventually(t, 10*time.Second, "BIRD routes "+blk.CIDR.String()+" via host3", func() error { return torRouteVia(ctx, l, blk.CIDR, h3.IPv6) })
+	testutil.Eventually(t, 10*time.Second, "BIRD routes "+blk.CIDR.String()+" via host3", func() error { return torRouteVia(ctx, l, blk.CIDR, h3.IPv6) })
 
 	start := time.Now()
 	if err := l.DelWorkload(ctx, w.Name); err != nil {
@@ -274,7 +275,7 @@ func testReleasedIPv6Block(ctx context.Context, t *testing.T, l *lab.Lab) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "BIRD forgets the block", func() error { return torRouteVia(ctx, l, blk.CIDR, "") })
+	testutil.Eventually(t, 10*time.Second, "BIRD forgets the block", func() error { return torRouteVia(ctx, l, blk.CIDR, "") })
 	for _, b := range blocks(ctx, t, l) {
 		if b.CIDR == blk.CIDR {
 			t.Errorf("block %s is withdrawn but still in the IPAM, held by %q (%d used)", b.CIDR, b.Node, b.Used)

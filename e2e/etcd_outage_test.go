@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestEtcdOutage: etcd goes away for a while. Traffic between running
@@ -27,7 +28,7 @@ func TestEtcdOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "h1-w1 reaches h2-w1", func() error { return l.Ping(w1.Name, w2.IP()) })
+	testutil.Eventually(t, 10*time.Second, "h1-w1 reaches h2-w1", func() error { return l.Ping(w1.Name, w2.IP()) })
 
 	ping12 := startPinger(ctx, t, l, w1.Name, w2.IP())
 	ping21 := startPinger(ctx, t, l, w2.Name, w1.IP())
@@ -39,7 +40,7 @@ func TestEtcdOutage(t *testing.T) {
 	t.Log("etcd stopped")
 	// The agents say so: not ready (CNI STATUS and /readyz follow the same
 	// condition), while the dataplane keeps working.
-	eventually(t, 20*time.Second, "host1 reports the datastore unreachable", func() error {
+	testutil.Eventually(t, 20*time.Second, "host1 reports the datastore unreachable", func() error {
 		st, err := l.NodeStatus(ctx, "host1")
 		if err != nil {
 			return err
@@ -79,7 +80,7 @@ func TestEtcdOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("etcd back")
-	eventually(t, 30*time.Second, "host1 ready again", func() error {
+	testutil.Eventually(t, 30*time.Second, "host1 ready again", func() error {
 		st, err := l.NodeStatus(ctx, "host1")
 		if err != nil {
 			return err
@@ -92,13 +93,13 @@ func TestEtcdOutage(t *testing.T) {
 
 	// The DEL retry (if the first failed) now releases the address.
 	if delErr != nil {
-		eventually(t, 30*time.Second, "DEL retried after the outage", func() error { return l.DelWorkload(ctx, doomed.Name) })
+		testutil.Eventually(t, 30*time.Second, "DEL retried after the outage", func() error { return l.DelWorkload(ctx, doomed.Name) })
 	}
-	eventually(t, 30*time.Second, "ADD works again", func() error {
+	testutil.Eventually(t, 30*time.Second, "ADD works again", func() error {
 		_, err := l.AddWorkload(ctx, "after-outage", "host1", nil)
 		return err
 	})
-	eventually(t, 10*time.Second, "new workload reachable from host2", func() error {
+	testutil.Eventually(t, 10*time.Second, "new workload reachable from host2", func() error {
 		w, _ := l.Workload("after-outage")
 		return l.Ping(w2.Name, w.IP())
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // extraBird is a BIRD 2 of the test's own, in its own namespace plugged
@@ -93,7 +94,7 @@ func startExtraBird(t *testing.T, l *lab.Lab, ip, cfg string) *extraBird {
 			}
 		}
 	})
-	eventually(t, 10*time.Second, "BIRD "+ip+" answers on its socket", func() error {
+	testutil.Eventually(t, 10*time.Second, "BIRD "+ip+" answers on its socket", func() error {
 		select {
 		case <-exited:
 			data, _ := os.ReadFile(logf.Name())

@@ -81,22 +81,6 @@ func waitEstablished(t *testing.T, l *lab.Lab) {
 	}
 }
 
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // dumpLogs prints the tail of every agent log of a failed test.
 func dumpLogs(t *testing.T, l *lab.Lab) {
 	for _, h := range l.Hosts() {

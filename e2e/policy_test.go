@@ -10,6 +10,7 @@ import (
 
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 const allowFrontendPolicy = `apiVersion: calyx.dev/v1
@@ -84,13 +85,13 @@ func TestPolicyAllowsOnlyTheSelectedClient(t *testing.T) {
 	}
 
 	for _, c := range []string{"frontend", "other", "neighbour"} {
-		eventually(t, 10*time.Second, c+" connects before any policy", func() error { return connect(c) })
+		testutil.Eventually(t, 10*time.Second, c+" connects before any policy", func() error { return connect(c) })
 	}
 	if err := l.Apply(ctx, []byte(allowFrontendPolicy)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "other is blocked by the policy", blocked("other"))
-	eventually(t, 5*time.Second, "neighbour (same host) is blocked by the policy", blocked("neighbour"))
+	testutil.Eventually(t, 20*time.Second, "other is blocked by the policy", blocked("other"))
+	testutil.Eventually(t, 5*time.Second, "neighbour (same host) is blocked by the policy", blocked("neighbour"))
 	if err := connect("frontend"); err != nil {
 		t.Errorf("frontend is allowed by the policy but: %v", err)
 	}
@@ -105,7 +106,7 @@ func TestPolicyAllowsOnlyTheSelectedClient(t *testing.T) {
 	if err := ds.Delete(ctx, datastore.KindPolicy, "web-from-frontend"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "other connects once the policy is gone", func() error {
+	testutil.Eventually(t, 20*time.Second, "other connects once the policy is gone", func() error {
 		if err := connect("other"); err != nil {
 			return errors.Join(errors.New("still blocked"), err)
 		}

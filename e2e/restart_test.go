@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestAgentRestartKeepsTraffic: traffic between workloads on two hosts
@@ -23,7 +24,7 @@ func TestAgentRestartKeepsTraffic(t *testing.T) {
 	defer cancel()
 	src, _ := l.Workload("h2-w1")
 	dst, _ := l.Workload("h1-w1")
-	eventually(t, 10*time.Second, "h2-w1 reaches h1-w1", func() error { return l.Ping(src.Name, dst.IP()) })
+	testutil.Eventually(t, 10*time.Second, "h2-w1 reaches h1-w1", func() error { return l.Ping(src.Name, dst.IP()) })
 
 	// Ping every 100 ms while the agent of host1 goes away and back.
 	var sent, lost atomic.Int64
@@ -80,5 +81,5 @@ func TestAgentRestartKeepsTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ADD after the restart: %v", err)
 	}
-	eventually(t, 15*time.Second, "h2-w1 reaches the workload added after the restart", func() error { return l.Ping(src.Name, w.IP()) })
+	testutil.Eventually(t, 15*time.Second, "h2-w1 reaches the workload added after the restart", func() error { return l.Ping(src.Name, w.IP()) })
 }

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/internal/testutil"
 )
 
 // TestSoak: under continuous churn nothing leaks and nothing breaks.
@@ -204,7 +205,7 @@ func (s *soak) setUp(ctx context.Context) {
 			if a.Host == b.Host {
 				continue
 			}
-			eventually(t, 30*time.Second, a.Name+" reaches "+b.Name, func() error { return s.l.Ping(a.Name, b.IP) })
+			testutil.Eventually(t, 30*time.Second, a.Name+" reaches "+b.Name, func() error { return s.l.Ping(a.Name, b.IP) })
 			ns, err := s.l.Namespace(a.Name)
 			if err != nil {
 				t.Fatal(err)
@@ -226,7 +227,7 @@ func (s *soak) setUp(ctx context.Context) {
 		if !strings.HasSuffix(b.Name, "-1") {
 			continue
 		}
-		eventually(t, 30*time.Second, "the ToR reaches "+b.Name, func() error { return s.l.Ping("tor", b.IP) })
+		testutil.Eventually(t, 30*time.Second, "the ToR reaches "+b.Name, func() error { return s.l.Ping("tor", b.IP) })
 		p, err := startSoakPing(torNS, "tor", b.Name, b.IP)
 		if err != nil {
 			t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // kernelDiff says how the cx- chains and sets in a namespace differ from a

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // TestKernelRoundTrip programs a namespace with each iptables backend and

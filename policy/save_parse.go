@@ -83,9 +83,7 @@ func commentHash(spec string) string {
 	i := strings.Index(spec, "--comment ")
 	for i >= 0 {
 		v := spec[i+len("--comment "):]
-		if strings.HasPrefix(v, `"`) {
-			v = v[1:]
-		}
+		v = strings.TrimPrefix(v, `"`)
 		if strings.HasPrefix(v, commentPrefix) {
 			v = v[len(commentPrefix):]
 			end := strings.IndexAny(v, `" `)

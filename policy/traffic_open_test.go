@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // TestTrafficOpenEndpoint wires a new workload the way the agent's CNI ADD

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // ruleSets lists the rule sets (cx-s-, cx-n- and their IPv6 twins) in the

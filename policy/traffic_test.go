@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // trafficLab is one host namespace with web, db and other workloads, a

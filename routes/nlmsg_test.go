@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/calyx-net/calyx/routes/internal/nstest"
+	"github.com/calyx-net/calyx/internal/testutil"
 	"github.com/calyx-net/calyx/routes/netns"
 )
 
@@ -219,13 +219,13 @@ func TestTableUpdateRoutesWritesOnlyTheChange(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	nstest.Eventually(t, 3*time.Second, "background pass wrote the change", func() bool {
+	testutil.Eventually(t, 3*time.Second, "background pass wrote the change", testutil.Holds(func() bool {
 		return strings.Contains(kernelRoutes(t, ns, "202")["10.10.0.5"], "via 198.18.1.3")
-	})
-	nstest.Eventually(t, 3*time.Second, "deleted route gone", func() bool {
+	}))
+	testutil.Eventually(t, 3*time.Second, "deleted route gone", testutil.Holds(func() bool {
 		_, ok := kernelRoutes(t, ns, "202")["10.10.0.7"]
 		return !ok
-	})
+	}))
 	after := tbl.Stats()
 	if after.Replaced-before.Replaced != 1 || after.Removed-before.Removed != 1 || after.Added != before.Added {
 		t.Fatalf("stats before %+v, after %+v: want exactly one replace and one delete", before, after)
@@ -261,7 +261,7 @@ func TestTableAbove255(t *testing.T) {
 		t.Fatalf("second Apply wrote (err %v, stats %+v)", err, tbl.Stats())
 	}
 	ns.MustRun(t, "ip", "route", "del", "10.60.0.0/24", "table", "1000", "proto", "202")
-	nstest.Eventually(t, 3*time.Second, "hand-deleted route in table 1000 restored", func() bool {
+	testutil.Eventually(t, 3*time.Second, "hand-deleted route in table 1000 restored", testutil.Holds(func() bool {
 		return strings.Contains(show(), "10.60.0.0/24 via 198.18.1.2")
-	})
+	}))
 }

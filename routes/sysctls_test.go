@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyx-net/calyx/internal/testutil"
 	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
@@ -56,18 +57,18 @@ func TestSysctlsAssertAndRestore(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 
 	ns.MustRun(t, "sysctl", "-qw", "net.ipv4.conf.cxs0.proxy_arp=0", "net.ipv4.neigh.cxs0.proxy_delay=80", "net.ipv4.ip_forward=0")
-	took := nstest.Eventually(t, 5*time.Second, "hand-reverted sysctls restored", func() bool {
+	took := testutil.Eventually(t, 5*time.Second, "hand-reverted sysctls restored", testutil.Holds(func() bool {
 		return readSysctl(t, ns, "net/ipv4/conf/cxs0/proxy_arp") == "1" &&
 			readSysctl(t, ns, "net/ipv4/neigh/cxs0/proxy_delay") == "0" &&
 			readSysctl(t, ns, "net/ipv4/ip_forward") == "1"
-	})
+	}))
 	t.Logf("restored in %v", took)
 
 	// A new workload interface is set up from its link event.
 	ns.MustRun(t, "ip", "link", "add", "cxs1", "type", "veth", "peer", "name", "other1")
-	nstest.Eventually(t, 5*time.Second, "new interface configured", func() bool {
+	testutil.Eventually(t, 5*time.Second, "new interface configured", testutil.Holds(func() bool {
 		return readSysctl(t, ns, "net/ipv4/conf/cxs1/proxy_arp") == "1"
-	})
+	}))
 	if got := readSysctl(t, ns, "net/ipv4/conf/other1/proxy_arp"); got != "0" {
 		t.Errorf("other1 proxy_arp = %s: a non-cx interface was touched", got)
 	}

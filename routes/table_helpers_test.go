@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyx-net/calyx/internal/testutil"
 	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
@@ -54,7 +55,7 @@ func runTable(t testing.TB, tbl *Table) {
 			t.Errorf("Run did not return after cancel")
 		}
 	})
-	nstest.Eventually(t, 5*time.Second, "route watch live", tbl.isWatching)
+	testutil.Eventually(t, 5*time.Second, "route watch live", testutil.Holds(tbl.isWatching))
 }
 
 // kernelRoutes returns `ip route show proto N` for both families, as

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 
+	"github.com/calyx-net/calyx/internal/testutil"
 	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
@@ -134,11 +135,11 @@ func TestTableRepairsDriftQuickly(t *testing.T) {
 	ns.MustRun(t, "ip", "route", "replace", "10.244.0.2/32", "dev", "cxa1", "proto", "201")
 	ns.MustRun(t, "ip", "route", "del", "blackhole", "10.244.1.0/26")
 	ns.MustRun(t, "ip", "route", "add", "10.244.9.0/24", "dev", "cxa0", "proto", "201")
-	took := nstest.Eventually(t, 3*time.Second, "hand-made changes undone", func() bool {
+	took := testutil.Eventually(t, 3*time.Second, "hand-made changes undone", testutil.Holds(func() bool {
 		got := kernelRoutes(t, ns, "201")
 		return len(got) == 3 && strings.Contains(got["10.244.0.1"], "cxa0") &&
 			strings.Contains(got["10.244.0.2"], "cxa0") && strings.Contains(got["10.244.1.0/26"], "blackhole")
-	})
+	}))
 	t.Logf("drift repaired in %v", took)
 }
 
@@ -179,18 +180,18 @@ func TestTablePendingRouteFollowsLink(t *testing.T) {
 		ns.MustRun(t, "ip", "link", "set", "cxlate0", "up")
 	}
 	appear()
-	took := nstest.Eventually(t, 3*time.Second, "pending route written", func() bool {
+	took := testutil.Eventually(t, 3*time.Second, "pending route written", testutil.Holds(func() bool {
 		return strings.Contains(kernelRoutes(t, ns, "201")["10.244.0.9"], "dev cxlate0")
-	})
+	}))
 	t.Logf("pending route written %v after its interface came up", took)
 
 	// The interface goes away (taking the route) and comes back.
 	ns.MustRun(t, "ip", "link", "del", "cxlate0")
-	nstest.Eventually(t, 3*time.Second, "route pending again", func() bool { return tbl.Stats().Pending == 1 })
+	testutil.Eventually(t, 3*time.Second, "route pending again", testutil.Holds(func() bool { return tbl.Stats().Pending == 1 }))
 	appear()
-	nstest.Eventually(t, 3*time.Second, "route back with the interface", func() bool {
+	testutil.Eventually(t, 3*time.Second, "route back with the interface", testutil.Holds(func() bool {
 		return strings.Contains(kernelRoutes(t, ns, "201")["10.244.0.9"], "dev cxlate0")
-	})
+	}))
 	if st := tbl.Stats(); st.Errors != 0 {
 		t.Fatalf("errors while following the interface: %+v", st)
 	}
@@ -431,9 +432,9 @@ func TestTableSettlesUnderItsOwnEvents(t *testing.T) {
 	// table; a change made by someone else still gets through (the watch
 	// is live, so the quiet above is not for want of listening).
 	ns.MustRun(t, "ip", "-6", "route", "del", "fd00:51::/64")
-	nstest.Eventually(t, 3*time.Second, "hand-deleted IPv6 route restored", func() bool {
+	testutil.Eventually(t, 3*time.Second, "hand-deleted IPv6 route restored", testutil.Holds(func() bool {
 		return strings.Contains(kernelRoutes(t, ns, "201")["fd00:51::/64"], "via fd00:18::2")
-	})
+	}))
 }
 
 // A restarted agent finds its routes in the kernel: with the same desired
@@ -498,17 +499,17 @@ func TestTableRunAppliesSetterChanges(t *testing.T) {
 		t.Fatalf("Apply: %v", err)
 	}
 	mustSet(t, tbl, dev("10.244.0.1/32", "cxa0"), blackhole("10.244.1.0/26"))
-	nstest.Eventually(t, 3*time.Second, "SetRoutes applied by Run", func() bool {
+	testutil.Eventually(t, 3*time.Second, "SetRoutes applied by Run", testutil.Holds(func() bool {
 		return len(kernelRoutes(t, ns, "201")) == 2
-	})
+	}))
 	if err := tbl.SetRoute(blackhole("10.244.2.0/26")); err != nil {
 		t.Fatal(err)
 	}
-	nstest.Eventually(t, 3*time.Second, "SetRoute applied by Run", func() bool {
+	testutil.Eventually(t, 3*time.Second, "SetRoute applied by Run", testutil.Holds(func() bool {
 		return len(kernelRoutes(t, ns, "201")) == 3
-	})
+	}))
 	tbl.DeleteRoute(netip.MustParsePrefix("10.244.1.0/26"))
-	nstest.Eventually(t, 3*time.Second, "DeleteRoute applied by Run", func() bool {
+	testutil.Eventually(t, 3*time.Second, "DeleteRoute applied by Run", testutil.Holds(func() bool {
 		return len(kernelRoutes(t, ns, "201")) == 2
-	})
+	}))
 }

@@ -3,9 +3,9 @@ package main
 import (
 	"github.com/calyx-net/calyx/bench/bgpbench"
 	"github.com/calyx-net/calyx/bench/cnibench"
+	"github.com/calyx-net/calyx/bench/ipambench"
 	"github.com/calyx-net/calyx/bench/netbench"
-	"github.com/calyx-net/calyx/datastore/ipam/ipambench"
-	"github.com/calyx-net/calyx/policy/policybench"
+	"github.com/calyx-net/calyx/bench/policybench"
 )
 
 // suites run in this order; each measures itself beside its peer.

@@ -139,10 +139,9 @@ func demoPolicyStep(ctx context.Context, l *lab.Lab, stdout io.Writer) error {
 
 	// The agents program the policy asynchronously: poll for the block.
 	blocked := "h3-w2"
-	var res string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if res, err = tryConnect(ctx, l, blocked, target); err != nil {
+		if _, err = tryConnect(ctx, l, blocked, target); err != nil {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -151,7 +150,7 @@ func demoPolicyStep(ctx context.Context, l *lab.Lab, stdout io.Writer) error {
 		time.Sleep(300 * time.Millisecond)
 	}
 	fmt.Fprintf(stdout, "%s (app=w2) -> %s %s: BLOCKED (%v)\n", blocked, server.Name, target, err)
-	res, err = tryConnect(ctx, l, "h1-w1", target)
+	res, err := tryConnect(ctx, l, "h1-w1", target)
 	if err != nil {
 		return fmt.Errorf("h1-w1 (app=w1) -> %s %s: %w, but the policy allows it", server.Name, target, err)
 	}

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 )
 
 // RequireRoot skips the test unless it runs as root with the ip tool.
@@ -66,20 +65,4 @@ func (ns NS) MustRun(tb testing.TB, args ...string) string {
 		tb.Fatalf("in %s: %s: %v: %s", ns.Name, strings.Join(args, " "), err, out)
 	}
 	return out
-}
-
-// Eventually polls cond every 20 ms until it returns true or the deadline
-// passes, and returns how long it took.
-func Eventually(tb testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			tb.Fatalf("%s: not true within %v", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calyx-net/calyx/policy/internal/netlab"
+	"github.com/calyx-net/calyx/internal/netlab"
 )
 
 // TestRunQuick runs the quick benchmark end to end (root only) and checks

@@ -16,8 +16,8 @@ import (
 
 	"github.com/calyx-net/calyx/bench"
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/netlab"
 	"github.com/calyx-net/calyx/policy"
-	"github.com/calyx-net/calyx/policy/internal/netlab"
 )
 
 // sizes of one run.
