@@ -11,8 +11,13 @@ FUZZTIME  ?= 5s
 DEB_PKGS  := iproute2 iputils-ping iptables ipset bird2 etcd-server iperf3 containernetworking-plugins conntrack
 # Commands the Debian packages above provide (checked before calling apt).
 DEB_CMDS  := ip ping iptables ipset bird birdc etcd iperf3 conntrack
+# The real Kubernetes API server for the Kubernetes suites, built from its own
+# module (tools/kube-apiserver) once per version into a cache outside bin/, so
+# that `make clean` does not cost a ten-minute rebuild.
+KUBE_VERSION   := v1.37.2
+KUBE_APISERVER ?= $(HOME)/.cache/calyx/kube-apiserver-$(KUBE_VERSION)
 
-.PHONY: all build test unit e2e fuzz fuzz-quick bench soak demo deps lint generate clean
+.PHONY: all build test unit e2e fuzz fuzz-quick bench soak demo deps lint generate clean kube-apiserver
 
 all: build
 
@@ -60,10 +65,20 @@ unit:
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 # The end-to-end suites drive the lab with the real binaries in bin/.
-e2e: build
+e2e: build kube-apiserver
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped (needs root for network namespaces)"; \
 	elif [ -z "$$($(GO) list ./e2e/... 2>/dev/null)" ]; then echo "e2e: no suites yet"; \
-	else CALYX_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) -p 1 ./e2e/...; fi
+	else CALYX_BIN_DIR=$(BIN) CALYX_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test $(TEST_FLAGS) -p 1 ./e2e/...; fi
+
+# kube-apiserver: built when missing (cold: ~10 minutes on 2 cores, niced so
+# the machine stays usable), else nothing to do. The cache is keyed by the
+# version alone (a fresh clone's file times must not trigger a rebuild):
+# change KUBE_VERSION with tools/kube-apiserver/go.mod.
+kube-apiserver: $(KUBE_APISERVER)
+$(KUBE_APISERVER):
+	@mkdir -p $(dir $@)
+	@echo "building kube-apiserver $(KUBE_VERSION) into $@ (once; ~10 minutes cold)"
+	cd tools/kube-apiserver && nice -n 10 $(GO) build -trimpath -ldflags='-s -w' -o $@.tmp . && mv $@.tmp $@
 
 # Each fuzz target for a few seconds (go test -fuzz takes one target at a time).
 fuzz-quick:
@@ -79,8 +94,8 @@ fuzz:
 
 # Benchmarks: each figure beside its peer, written to bench/results.json.
 # QUICK=1 runs a short version.
-bench: deps build
-	$(GO) run ./cmd/calyx-bench $(if $(QUICK),-quick) -out bench/results.json
+bench: deps build kube-apiserver
+	CALYX_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) run ./cmd/calyx-bench $(if $(QUICK),-quick) -out bench/results.json
 
 soak: deps build
 	CALYX_SOAK=1 CALYX_BIN_DIR=$(BIN) $(GO) test -count=1 -timeout 2h -run Soak -v ./e2e/...

@@ -7,14 +7,24 @@ import (
 	"strings"
 )
 
-// Port is one port or an inclusive range. In YAML/JSON it is a number (80)
-// or a string ("80", "8000:8080").
+// Port is one port, an inclusive range or a named port. In YAML/JSON it is
+// a number (80) or a string ("80", "8000:8080", "http").
 type Port struct {
 	MinPort uint16
 	MaxPort uint16
+	// Name is a named port: it matches, on each endpoint, the port that the
+	// endpoint's spec.ports gives that name (Kubernetes' named container
+	// ports). MinPort and MaxPort are 0 then.
+	Name string
 }
 
+// IsNamed reports whether the port is a name rather than numbers.
+func (p Port) IsNamed() bool { return p.Name != "" }
+
 func (p Port) String() string {
+	if p.Name != "" {
+		return p.Name
+	}
 	if p.MinPort == p.MaxPort {
 		return strconv.Itoa(int(p.MinPort))
 	}
@@ -22,6 +32,9 @@ func (p Port) String() string {
 }
 
 func (p Port) MarshalJSON() ([]byte, error) {
+	if p.Name != "" {
+		return json.Marshal(p.Name)
+	}
 	if p.MinPort == p.MaxPort {
 		return json.Marshal(int(p.MinPort))
 	}
@@ -41,7 +54,15 @@ func (p *Port) UnmarshalJSON(b []byte) error {
 }
 
 func (p *Port) parse(s string) error {
-	lo, hi, isRange := strings.Cut(strings.TrimSpace(s), ":")
+	s = strings.TrimSpace(s)
+	if s != "" && (s[0] < '0' || s[0] > '9') {
+		if err := ValidatePortName(s); err != nil {
+			return err
+		}
+		*p = Port{Name: s}
+		return nil
+	}
+	lo, hi, isRange := strings.Cut(s, ":")
 	min, err := parsePortNumber(lo)
 	if err != nil {
 		return err
@@ -68,6 +89,43 @@ func parsePortNumber(s string) (uint16, error) {
 		return 0, fmt.Errorf("port %d is out of range (0-65535)", n)
 	}
 	return uint16(n), nil
+}
+
+// ValidatePortName checks a port name with Kubernetes' rules for named
+// container ports (IANA service names): 1-15 characters of a-z, 0-9 and
+// '-', at least one letter, no '-' at either end nor two in a row.
+func ValidatePortName(s string) error {
+	bad := func(why string) error { return fmt.Errorf("port %q: %s", s, why) }
+	if len(s) == 0 || len(s) > 15 {
+		return bad("a port name is 1-15 characters long")
+	}
+	letter := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9':
+		case c == '-':
+			if i == 0 || i == len(s)-1 || s[i-1] == '-' {
+				return bad("a port name neither starts nor ends with '-' nor has two in a row")
+			}
+		default:
+			return bad("is neither a number, a range \"min:max\" nor a port name (a-z, 0-9 and '-')")
+		}
+	}
+	if !letter {
+		return bad("a port name has at least one letter")
+	}
+	return nil
+}
+
+// EndpointPort is a named port of a workload (a Kubernetes container port
+// with a name): rules that name it match this endpoint's number for it.
+type EndpointPort struct {
+	Name     string   `json:"name"`
+	Protocol Protocol `json:"protocol"`
+	Port     uint16   `json:"port"`
 }
 
 // Protocol is an IP protocol by name (tcp, udp, icmp, icmpv6, sctp) or

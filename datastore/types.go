@@ -23,11 +23,12 @@ const (
 	KindIPAMConfig       Kind = "IPAMConfig"
 	KindWorkloadEndpoint Kind = "WorkloadEndpoint"
 	KindPolicy           Kind = "Policy"
+	KindProfile          Kind = "Profile"
 )
 
 // Kinds lists every kind, in the order calyxctl applies them (dependencies
 // first) and prints them.
-var Kinds = []Kind{KindBGPConfig, KindIPAMConfig, KindIPPool, KindNode, KindBGPPeer, KindPolicy, KindWorkloadEndpoint}
+var Kinds = []Kind{KindBGPConfig, KindIPAMConfig, KindIPPool, KindNode, KindBGPPeer, KindPolicy, KindProfile, KindWorkloadEndpoint}
 
 // kindInfo is what the CLI and the key layout need to know about a kind.
 type kindInfo struct {
@@ -45,6 +46,7 @@ var kindTable = map[Kind]kindInfo{
 	KindIPAMConfig:       {"ipamconfigs", []string{"ipamconfig", "ipamc"}, true, func() Resource { return &IPAMConfig{} }},
 	KindWorkloadEndpoint: {"workloadendpoints", []string{"workloadendpoint", "wep", "weps", "endpoint", "endpoints"}, false, func() Resource { return &WorkloadEndpoint{} }},
 	KindPolicy:           {"policies", []string{"policy", "pol", "netpol"}, false, func() Resource { return &Policy{} }},
+	KindProfile:          {"profiles", []string{"profile", "pro"}, false, func() Resource { return &Profile{} }},
 }
 
 // ParseKind accepts a kind's canonical name, its plural or a short form, in
@@ -145,17 +147,21 @@ type GracefulRestartSpec struct {
 }
 
 const (
-	DefaultASNumber          = 64512
-	DefaultBGPPort           = 179
-	DefaultGRRestartTime     = 120
-	DefaultBlockSizeV4       = 26
-	DefaultBlockSizeV6       = 122
-	DefaultMaxBlocksPerHost  = 20
-	DefaultSingletonName     = "default"
-	LabelNode                = "calyx.dev/node"
-	LabelNamespace           = "calyx.dev/namespace"
-	LabelPod                 = "calyx.dev/pod"
-	LabelOrchestrator        = "calyx.dev/orchestrator"
+	DefaultASNumber         = 64512
+	DefaultBGPPort          = 179
+	DefaultGRRestartTime    = 120
+	DefaultBlockSizeV4      = 26
+	DefaultBlockSizeV6      = 122
+	DefaultMaxBlocksPerHost = 20
+	DefaultSingletonName    = "default"
+	LabelNode               = "calyx.dev/node"
+	LabelNamespace          = "calyx.dev/namespace"
+	LabelPod                = "calyx.dev/pod"
+	LabelOrchestrator       = "calyx.dev/orchestrator"
+	// LabelServiceAccount is a Kubernetes pod's service account.
+	LabelServiceAccount = "calyx.dev/serviceaccount"
+	// LabelManagedBy marks what a controller wrote; it touches nothing else.
+	LabelManagedBy           = "calyx.dev/managed-by"
 	defaultNodeToNodeMesh    = true
 	defaultAdvertiseBlocks   = true
 	defaultGracefulRestartOn = true
@@ -338,9 +344,33 @@ type WorkloadEndpointSpec struct {
 	MAC                string `json:"mac,omitempty"`
 	// IPNetworks are the workload's addresses as /32 or /128 CIDRs.
 	IPNetworks []string `json:"ipNetworks"`
+	// Profiles name Profile resources whose labelsToApply the endpoint
+	// inherits (under Kubernetes: its namespace's, "kns.<namespace>").
+	Profiles []string `json:"profiles,omitempty"`
+	// Ports are the workload's named ports, which rules may name.
+	Ports []EndpointPort `json:"ports,omitempty"`
 }
 
 func (w *WorkloadEndpoint) GetMeta() *Metadata { return &w.Metadata }
+
+// ---- Profile ----------------------------------------------------------------
+
+// Profile carries labels that every WorkloadEndpoint naming it in
+// spec.profiles inherits, so that a change of them (a Kubernetes
+// namespace's labels) is one write, not one per endpoint.
+type Profile struct {
+	TypeMeta `json:",inline"`
+	Metadata Metadata    `json:"metadata"`
+	Spec     ProfileSpec `json:"spec"`
+}
+
+type ProfileSpec struct {
+	// LabelsToApply are added to the labels of the endpoints that name
+	// the profile; they win over an endpoint's own label of the same key.
+	LabelsToApply map[string]string `json:"labelsToApply,omitempty"`
+}
+
+func (p *Profile) GetMeta() *Metadata { return &p.Metadata }
 
 // ---- Policy -----------------------------------------------------------------
 

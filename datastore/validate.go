@@ -86,10 +86,12 @@ func validateMeta(v *validator, r Resource) {
 		v.add("metadata.name", "is required")
 	case k.IsSingleton() && m.Name != DefaultSingletonName:
 		v.add("metadata.name", "%s is a singleton: the name must be %q, got %q", k, DefaultSingletonName, m.Name)
-	case k == KindNode:
-		// Node names are host names, which may be fully qualified.
+	case k == KindNode || k == KindProfile || k == KindPolicy:
+		// Node names are host names, which may be fully qualified; Profile
+		// and Policy names may carry dots like Kubernetes names do
+		// ("kns.<namespace>", "knp.<namespace>.<name>").
 		if len(m.Name) > 253 || !dns1123Subdomain.MatchString(m.Name) {
-			v.add("metadata.name", "%q is not a valid node name (lower-case DNS-1123 subdomain: a-z, 0-9, '-' and '.', at most 253 characters)", m.Name)
+			v.add("metadata.name", "%q is not a valid %s name (lower-case DNS-1123 subdomain: a-z, 0-9, '-' and '.', at most 253 characters)", m.Name, strings.ToLower(string(k)))
 		}
 	default:
 		if len(m.Name) > 63 || !dns1123Label.MatchString(m.Name) {
@@ -300,6 +302,56 @@ func (w *WorkloadEndpoint) validateSpec(v *validator) {
 			v.add(field, "%s must be a single address (/32 or /128)", n)
 		}
 	}
+	for i, name := range s.Profiles {
+		if len(name) > 253 || !dns1123Subdomain.MatchString(name) {
+			v.add(fmt.Sprintf("spec.profiles[%d]", i), "%q is not a profile name (lower-case DNS-1123 subdomain)", name)
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range s.Ports {
+		field := fmt.Sprintf("spec.ports[%d]", i)
+		if err := ValidatePortName(p.Name); err != nil {
+			v.add(field+".name", "%v", err)
+		}
+		if !p.Protocol.HasPorts() {
+			v.add(field+".protocol", "%q has no ports (tcp, udp or sctp)", p.Protocol)
+		}
+		if p.Port == 0 {
+			v.add(field+".port", "is required (1-65535)")
+		}
+		if key := p.Name + "/" + p.Protocol.String(); seen[key] {
+			v.add(field, "port %s/%s appears twice", p.Name, p.Protocol)
+		} else {
+			seen[key] = true
+		}
+	}
+}
+
+func (p *Profile) validateSpec(v *validator) {
+	for _, key := range SortedLabelKeys(p.Spec.LabelsToApply) {
+		if err := ValidateProfileLabel(key, p.Spec.LabelsToApply[key]); err != nil {
+			v.add("spec.labelsToApply", "%v", err)
+		}
+	}
+}
+
+// NamespaceLabelPrefix is put before each Kubernetes namespace label a
+// namespace's Profile applies ("team" -> "pcns.team"), so that namespace
+// labels never collide with the pod's own (as Calico spells it, so
+// selectors written for Calico read the same).
+const NamespaceLabelPrefix = "pcns."
+
+// ValidateProfileLabel accepts what ValidateLabel accepts, and a valid
+// label under NamespaceLabelPrefix (whose name part may be longer than 63
+// by the prefix).
+func ValidateProfileLabel(key, value string) error {
+	if rest, ok := strings.CutPrefix(key, NamespaceLabelPrefix); ok && rest != "" {
+		if err := ValidateLabel(rest, value); err != nil {
+			return fmt.Errorf("namespace label %q: %w", key, err)
+		}
+		return nil
+	}
+	return ValidateLabel(key, value)
 }
 
 func (p *Policy) validateSpec(v *validator) {

@@ -85,9 +85,25 @@ kind: IPPool
 metadata: {name: My_Pool}
 spec: {cidr: 10.244.0.0/16}`, []string{"metadata.name", `"My_Pool" is not a DNS-1123 label`}},
 		{"name too long", `apiVersion: calyx.dev/v1
-kind: Policy
+kind: BGPPeer
 metadata: {name: ` + strings.Repeat("a", 64) + `}
-spec: {selector: all()}`, []string{"metadata.name", "at most 63"}},
+spec: {peerIP: 192.0.2.1, asNumber: 65000}`, []string{"metadata.name", "at most 63"}},
+		{"policy name too long", `apiVersion: calyx.dev/v1
+kind: Policy
+metadata: {name: ` + strings.Repeat("a", 254) + `}
+spec: {selector: all()}`, []string{"metadata.name", "at most 253"}},
+		{"bad port name", `apiVersion: calyx.dev/v1
+kind: Policy
+metadata: {name: p}
+spec: {selector: all(), ingress: [{action: Allow, protocol: tcp, destination: {ports: [Http]}}]}`, []string{"Http"}},
+		{"bad endpoint port", `apiVersion: calyx.dev/v1
+kind: WorkloadEndpoint
+metadata: {name: w}
+spec: {node: h1, interfaceName: cx1, ipNetworks: [10.0.0.1/32], ports: [{name: http, protocol: icmp, port: 80}]}`, []string{"spec.ports[0].protocol"}},
+		{"bad namespace label", `apiVersion: calyx.dev/v1
+kind: Profile
+metadata: {name: kns.x}
+spec: {labelsToApply: {"pcns.a/b/c": "x"}}`, []string{"spec.labelsToApply"}},
 		{"singleton name", `apiVersion: calyx.dev/v1
 kind: BGPConfig
 metadata: {name: mine}
@@ -242,7 +258,7 @@ spec:
 		t.Errorf("policy starts on line 17, got %d", docs[3].Line)
 	}
 	r := pol.Spec.Ingress[0]
-	if r.Protocol.Number() != 6 || r.Destination.Ports[1] != (Port{6000, 6010}) {
+	if r.Protocol.Number() != 6 || r.Destination.Ports[1] != (Port{MinPort: 6000, MaxPort: 6010}) {
 		t.Errorf("rule decoded wrongly: %+v", r)
 	}
 	if p := docs[2].Resource.(*IPPool); p.Spec.EffectiveBlockSize() != 122 {
@@ -255,7 +271,7 @@ func TestYAMLRoundTrip(t *testing.T) {
 	order := 5.5
 	in := []Resource{
 		&IPPool{TypeMeta: TypeMeta{APIVersion, KindIPPool}, Metadata: Metadata{Name: "p", Labels: map[string]string{"a": "b"}, ResourceVersion: "42", CreationTimestamp: "2026-01-01T00:00:00Z"}, Spec: IPPoolSpec{CIDR: "10.244.0.0/16", NATOutgoing: true}},
-		&Policy{TypeMeta: TypeMeta{APIVersion, KindPolicy}, Metadata: Metadata{Name: "x"}, Spec: PolicySpec{Order: &order, Selector: "all()", Ingress: []Rule{{Action: ActionAllow, Protocol: mustProto("udp"), Destination: EntityRule{Ports: []Port{{53, 53}, {1000, 2000}}}}}}},
+		&Policy{TypeMeta: TypeMeta{APIVersion, KindPolicy}, Metadata: Metadata{Name: "x"}, Spec: PolicySpec{Order: &order, Selector: "all()", Ingress: []Rule{{Action: ActionAllow, Protocol: mustProto("udp"), Destination: EntityRule{Ports: []Port{{MinPort: 53, MaxPort: 53}, {MinPort: 1000, MaxPort: 2000}, {Name: "dns-tcp"}}}}}}},
 	}
 	y, err := EncodeYAML(in)
 	if err != nil {

@@ -48,7 +48,11 @@ type compiledRule struct {
 type compiledEntity struct {
 	sel, notSel    *selector.Selector
 	nets, notNets  []netip.Prefix
-	ports, notPort []datastore.Port
+	ports, notPort []datastore.Port // numbers and ranges
+	// named and notNamed are named ports: each matches the (address,
+	// port) pairs of the endpoints that give the name a number (a
+	// hash:ip,port set per selector, protocol and name; see portsets.go).
+	named, notNamed []string
 }
 
 // selectorCache reuses parsed selectors: thousands of rules tend to repeat
@@ -209,14 +213,31 @@ func compileEntity(e *datastore.EntityRule, sels *selectorCache) (compiledEntity
 	}
 	for _, ports := range [][]datastore.Port{e.Ports, e.NotPorts} {
 		for _, p := range ports {
-			if p.MinPort > p.MaxPort {
+			if p.IsNamed() {
+				if err := datastore.ValidatePortName(p.Name); err != nil {
+					return ce, err
+				}
+			} else if p.MinPort > p.MaxPort {
 				return ce, fmt.Errorf("port range %s: start is above end", p)
 			}
 		}
 	}
-	ce.ports = slices.Clone(e.Ports)
-	ce.notPort = slices.Clone(e.NotPorts)
+	ce.ports, ce.named = splitNamed(e.Ports)
+	ce.notPort, ce.notNamed = splitNamed(e.NotPorts)
 	return ce, nil
+}
+
+// splitNamed separates numbered ports from named ones (sorted, unique).
+func splitNamed(ports []datastore.Port) (numbered []datastore.Port, named []string) {
+	for _, p := range ports {
+		if p.IsNamed() {
+			named = append(named, p.Name)
+		} else {
+			numbered = append(numbered, p)
+		}
+	}
+	slices.Sort(named)
+	return numbered, slices.Compact(named)
 }
 
 // parseNets accepts CIDRs or bare addresses, masks host bits away (the

@@ -129,6 +129,27 @@ func (d *Dataplane) SetEndpoint(w *datastore.WorkloadEndpoint) error {
 	return err
 }
 
+// SetProfile adds or replaces a Profile: the endpoints naming it inherit
+// its labelsToApply.
+func (d *Dataplane) SetProfile(p *datastore.Profile) {
+	labels := p.Spec.LabelsToApply
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	d.mu.Lock()
+	d.m.setProfile(p.Metadata.Name, labels)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// DeleteProfile removes a Profile; its endpoints keep their own labels.
+func (d *Dataplane) DeleteProfile(name string) {
+	d.mu.Lock()
+	d.m.setProfile(name, nil)
+	d.mu.Unlock()
+	d.poke()
+}
+
 // DeleteEndpoint removes a workload endpoint; unknown names are ignored.
 func (d *Dataplane) DeleteEndpoint(name string) {
 	d.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -11,13 +12,17 @@ import (
 const (
 	setTypeNet      = "hash:net"       // addresses and CIDRs
 	setTypeNetIface = "hash:net,iface" // (address or CIDR, interface) pairs: the open-endpoint sets
+	setTypeIPPort   = "hash:ip,port"   // (address, protocol:port): the named-port sets
 )
 
 // SetMember is one set entry: an address or CIDR and, in hash:net,iface
-// sets only, an interface name.
+// sets only, an interface name; in hash:ip,port sets a host address, a
+// protocol and a port.
 type SetMember struct {
 	Net   netip.Prefix
 	Iface string
+	Proto uint8
+	Port  uint16
 }
 
 func netMember(p netip.Prefix) SetMember { return SetMember{Net: p} }
@@ -72,14 +77,29 @@ func writeMember(sb *strings.Builder, verb, name string, m SetMember) {
 		sb.WriteByte(',')
 		sb.WriteString(m.Iface)
 	}
+	if m.Proto != 0 {
+		sb.WriteByte(',')
+		sb.WriteString(portMemberSuffix(m))
+	}
 	sb.WriteByte('\n')
+}
+
+// portMemberSuffix is "tcp:80" as ipset save prints a hash:ip,port entry.
+func portMemberSuffix(m SetMember) string {
+	return protoName(int(m.Proto)) + ":" + strconv.Itoa(int(m.Port))
 }
 
 func compareMember(a, b SetMember) int {
 	if c := cmp.Compare(a.Iface, b.Iface); c != 0 {
 		return c
 	}
-	return comparePrefix(a.Net, b.Net)
+	if c := comparePrefix(a.Net, b.Net); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
 }
 
 // sortedMembers lists a set's members in a stable order (for golden text and

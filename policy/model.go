@@ -13,9 +13,13 @@ import (
 type endpoint struct {
 	name   string
 	local  bool
-	ifname string // local endpoints only
-	labels map[string]string
-	addrs  []netip.Prefix // host prefixes, sorted
+	ifname string            // local endpoints only
+	labels map[string]string // own labels with the profiles' applied: what selectors see
+	own    map[string]string // the endpoint's own labels
+	// profiles are the Profiles whose labels it inherits.
+	profiles []string
+	ports    []datastore.EndpointPort // named ports
+	addrs    []netip.Prefix           // host prefixes, sorted
 	// policies are the names of the policies whose selector matches this
 	// (local) endpoint, whatever their direction.
 	policies map[string]struct{}
@@ -37,9 +41,14 @@ type model struct {
 	pools     []pool
 	// selSets and netSets are the sets the rules of active policies use
 	// (see setrefs.go): a policy selecting no local endpoint holds none.
-	selSets map[string]*selSet    // by selector UniqueID
-	netSets map[string]*netSetRef // by set name
-	sels    selectorCache
+	selSets  map[string]*selSet    // by selector UniqueID
+	netSets  map[string]*netSetRef // by set name
+	portSets map[string]*portSet   // by portSetID
+	// profiles are the labels each Profile applies; profileUsers the
+	// endpoints naming each, so that a change re-evaluates only them.
+	profiles     map[string]map[string]string
+	profileUsers map[string]map[string]struct{}
+	sels         selectorCache
 	// policyUse counts the local endpoints each policy selects: only
 	// policies in use on this node (active) get chains and sets.
 	policyUse map[string]int
@@ -55,6 +64,7 @@ type model struct {
 	dirtyIfaces   map[string]struct{}
 	dirtySelSets  map[string]struct{}
 	dirtyNetSets  map[string]struct{}
+	dirtyPortSets map[string]struct{}
 	dispatchDirty bool
 	poolsDirty    bool
 	openDirty     bool
@@ -78,6 +88,10 @@ func newModel(cfg *Config) *model {
 		ifaces:        map[string]string{},
 		selSets:       map[string]*selSet{},
 		netSets:       map[string]*netSetRef{},
+		portSets:      map[string]*portSet{},
+		profiles:      map[string]map[string]string{},
+		profileUsers:  map[string]map[string]struct{}{},
+		dirtyPortSets: map[string]struct{}{},
 		policyUse:     map[string]int{},
 		refsHeld:      map[string]*compiledPolicy{},
 		selected:      map[string]struct{}{},
@@ -191,10 +205,13 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 		return fmt.Errorf("workload endpoint without a name")
 	}
 	ep := &endpoint{
-		name:   name,
-		local:  w.Spec.Node == m.cfg.NodeName,
-		labels: maps.Clone(w.Metadata.Labels),
+		name:     name,
+		local:    w.Spec.Node == m.cfg.NodeName,
+		own:      maps.Clone(w.Metadata.Labels),
+		profiles: slices.Clone(w.Spec.Profiles),
+		ports:    slices.Clone(w.Spec.Ports),
 	}
+	ep.labels = m.effectiveLabels(ep)
 	for _, s := range w.Spec.IPNetworks {
 		p, err := parsePrefix(s)
 		if err != nil || !p.IsSingleIP() {
@@ -213,9 +230,68 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 			return fmt.Errorf("workload endpoint %q: interface %s already belongs to endpoint %q", name, ep.ifname, other)
 		}
 	}
+	m.putEndpoint(ep)
+	return nil
+}
+
+// effectiveLabels are what selectors see of an endpoint: its own labels,
+// then its profiles' (which win: a pod cannot pose as another namespace).
+func (m *model) effectiveLabels(ep *endpoint) map[string]string {
+	if len(ep.profiles) == 0 {
+		return ep.own
+	}
+	out := maps.Clone(ep.own)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, p := range ep.profiles {
+		maps.Copy(out, m.profiles[p])
+	}
+	return out
+}
+
+// setProfile stores a Profile's labels and re-evaluates the endpoints
+// that inherit them: one write per namespace label change, not one per
+// endpoint.
+func (m *model) setProfile(name string, labels map[string]string) {
+	if old, ok := m.profiles[name]; ok && maps.Equal(old, labels) {
+		return
+	}
+	if labels == nil {
+		delete(m.profiles, name)
+	} else {
+		m.profiles[name] = maps.Clone(labels)
+	}
+	for epName := range m.profileUsers[name] {
+		old := m.endpoints[epName]
+		ep := *old
+		ep.labels = m.effectiveLabels(&ep)
+		ep.policies = nil
+		m.putEndpoint(&ep)
+	}
+}
+
+// putEndpoint puts a checked endpoint in place of the one of its name.
+func (m *model) putEndpoint(ep *endpoint) {
+	name := ep.name
 	old := m.endpoints[name]
 	m.endpoints[name] = ep
-	addrsChanged := old == nil || !slices.Equal(old.addrs, ep.addrs)
+	if old != nil {
+		for _, p := range old.profiles {
+			delete(m.profileUsers[p], name)
+			if len(m.profileUsers[p]) == 0 {
+				delete(m.profileUsers, p)
+			}
+		}
+	}
+	for _, p := range ep.profiles {
+		if m.profileUsers[p] == nil {
+			m.profileUsers[p] = map[string]struct{}{}
+		}
+		m.profileUsers[p][name] = struct{}{}
+	}
+	m.updatePortSets(old, ep)
+	addrsChanged := old == nil || !equalPrefixes(old.addrs, ep.addrs)
 	if ep.local || (old != nil && old.local) {
 		m.openDirty = true
 	}
@@ -247,7 +323,7 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 		m.dirtyIfaces[old.ifname] = struct{}{}
 	}
 	if !ep.local {
-		return nil
+		return
 	}
 	if old == nil || !old.local || old.ifname != ep.ifname {
 		m.ifaces[ep.ifname] = name
@@ -263,7 +339,6 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	if old == nil || !maps.Equal(old.policies, ep.policies) {
 		m.dirtyIfaces[ep.ifname] = struct{}{}
 	}
-	return nil
 }
 
 func (m *model) deleteEndpoint(name string) {
@@ -272,6 +347,13 @@ func (m *model) deleteEndpoint(name string) {
 		return
 	}
 	delete(m.endpoints, name)
+	for _, p := range old.profiles {
+		delete(m.profileUsers[p], name)
+		if len(m.profileUsers[p]) == 0 {
+			delete(m.profileUsers, p)
+		}
+	}
+	m.updatePortSets(old, nil)
 	for id, ss := range m.selSets {
 		if _, ok := ss.members[name]; ok {
 			delete(ss.members, name)
@@ -382,6 +464,7 @@ func (m *model) refresh() {
 			m.putSet(name, f, setTypeNet, members)
 		}
 	}
+	m.renderPortSets()
 	for name := range m.dirtyNetSets {
 		ns := m.netSets[name]
 		if ns == nil {
@@ -500,3 +583,5 @@ func isDispatchChain(name string) bool {
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+func equalPrefixes(a, b []netip.Prefix) bool { return slices.Equal(a, b) }

@@ -113,17 +113,27 @@ func (w netlinkSets) writeMembers(ctx context.Context, ops []setOp) (err error) 
 // The library leaves out a CIDR of 0 (the kernel would read a host
 // address), so writeMembers refuses /0 members before getting here.
 func ipsetEntry(m SetMember) *netlink.IPSetEntry {
-	return &netlink.IPSetEntry{
+	e := &netlink.IPSetEntry{
 		IP:      net.IP(m.Net.Addr().AsSlice()),
 		CIDR:    uint8(m.Net.Bits()),
 		IFace:   m.Iface,
 		Replace: true,
 	}
+	if m.Proto != 0 {
+		// hash:ip,port takes no CIDR attribute for a host address.
+		proto, port := m.Proto, m.Port
+		e.CIDR, e.Protocol, e.Port = 0, &proto, &port
+	}
+	return e
 }
 
 func memberString(m SetMember) string {
-	if m.Iface == "" {
-		return m.Net.String()
+	s := m.Net.String()
+	if m.Iface != "" {
+		s += "," + m.Iface
 	}
-	return m.Net.String() + "," + m.Iface
+	if m.Proto != 0 {
+		s += "," + portMemberSuffix(m)
+	}
+	return s
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/datastore/selector"
 )
 
 // multiportMax is how many ports one multiport match takes (a range counts
@@ -47,23 +48,36 @@ func ruleMatches(r *compiledRule, f Family) []string {
 		sb.WriteString(" -m multiport ! --dports ")
 		sb.WriteString(np)
 	}
+	forEachNamedPort(r, func(sel *selector.Selector, name, dirs string, negate bool) {
+		if negate {
+			writeSetMatch(&sb, portSetName(portSetID(sel, r.proto, name), f), dirs, true)
+		}
+	})
 	base := strings.TrimPrefix(sb.String(), " ")
 
-	// Positive port lists OR their members: one rule per chunk, and the
-	// product when both source and destination need several.
+	// Positive port lists OR their members: one rule per chunk or named
+	// port, and the product when both source and destination need several.
 	out := []string{base}
 	for _, side := range []struct {
-		ports []datastore.Port
-		flag  string
-	}{{r.src.ports, "--sports "}, {r.dst.ports, "--dports "}} {
-		chunks := chunkPorts(side.ports)
-		if len(chunks) == 0 {
+		e    *compiledEntity
+		flag string
+		dirs string
+	}{{&r.src, "--sports ", "src,src"}, {&r.dst, "--dports ", "dst,dst"}} {
+		var alts []string
+		for _, c := range chunkPorts(side.e.ports) {
+			alts = append(alts, "-m multiport "+side.flag+c)
+		}
+		for _, name := range side.e.named {
+			var nb strings.Builder
+			writeSetMatch(&nb, portSetName(portSetID(side.e.sel, r.proto, name), f), side.dirs, false)
+			alts = append(alts, strings.TrimPrefix(nb.String(), " "))
+		}
+		if len(alts) == 0 {
 			continue
 		}
-		next := make([]string, 0, len(out)*len(chunks))
+		next := make([]string, 0, len(out)*len(alts))
 		for _, prefix := range out {
-			for _, c := range chunks {
-				s := "-m multiport " + side.flag + c
+			for _, s := range alts {
 				if prefix != "" {
 					s = prefix + " " + s
 				}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -112,6 +113,9 @@ type kernelSet struct {
 // it: "10.0.0.1", "10.0.0.0/8", and for hash:net,iface "fe80::/10,cx12".
 func parseMember(typ, s string) (SetMember, error) {
 	var m SetMember
+	if typ == setTypeIPPort {
+		return parsePortMember(s)
+	}
 	if typ == setTypeNetIface {
 		i := strings.LastIndexByte(s, ',')
 		if i < 0 {
@@ -146,7 +150,7 @@ func parseIpsetSave(data []byte) (map[string]*kernelSet, error) {
 			sets[f[1]] = ks
 		case "add":
 			ks := sets[f[1]]
-			if ks == nil || (ks.typ != setTypeNet && ks.typ != setTypeNetIface) {
+			if ks == nil || (ks.typ != setTypeNet && ks.typ != setTypeNetIface && ks.typ != setTypeIPPort) {
 				continue
 			}
 			m, err := parseMember(ks.typ, f[2])
@@ -157,4 +161,35 @@ func parseIpsetSave(data []byte) (map[string]*kernelSet, error) {
 		}
 	}
 	return sets, sc.Err()
+}
+
+// parsePortMember reads a hash:ip,port entry: "10.0.0.1,tcp:80".
+func parsePortMember(s string) (SetMember, error) {
+	var m SetMember
+	i := strings.LastIndexByte(s, ',')
+	if i < 0 {
+		return m, fmt.Errorf("%q has no protocol:port", s)
+	}
+	addr, pp := s[:i], s[i+1:]
+	proto, port, ok := strings.Cut(pp, ":")
+	if !ok {
+		return m, fmt.Errorf("%q has no protocol:port", s)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return m, fmt.Errorf("%q: bad port", s)
+	}
+	switch proto {
+	case "tcp":
+		m.Proto = protoTCP
+	case "udp":
+		m.Proto = protoUDP
+	case "sctp":
+		m.Proto = protoSCTP
+	default:
+		return m, fmt.Errorf("%q: protocol %q is not tcp, udp or sctp", s, proto)
+	}
+	m.Port = uint16(n)
+	m.Net, err = parsePrefix(addr)
+	return m, err
 }

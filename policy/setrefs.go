@@ -85,6 +85,7 @@ func (m *model) addRefs(cp *compiledPolicy) {
 				}
 				ss.refs[f]++
 			}
+			m.addPortRefs(r, f)
 		}
 		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
 			name := netSetName(netsKey(nets), f)
@@ -120,6 +121,7 @@ func (m *model) dropRefs(cp *compiledPolicy) {
 					delete(m.selSets, id) // no longer indexed: endpoint changes skip it
 				}
 			}
+			m.dropPortRefs(r, f)
 		}
 		forEachNetSet(r, m.families, func(f Family, nets []netip.Prefix) {
 			name := netSetName(netsKey(nets), f)

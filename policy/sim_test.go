@@ -344,6 +344,8 @@ func setMatcher(set *IPSet, flags string) (func(p *simPacket) bool, error) {
 		want = 1
 	case setTypeNetIface:
 		want = 2
+	case setTypeIPPort:
+		return portSetMatcher(set, dims)
 	default:
 		return nil, fmt.Errorf("simulator does not know set type %q", set.Type)
 	}
@@ -511,4 +513,24 @@ func (p simPacket) String() string {
 		s += fmt.Sprintf(" icmp=%d/%d", p.icmpType, p.icmpCode)
 	}
 	return s
+}
+
+// portSetMatcher matches hash:ip,port sets: the address and the port of
+// the directions given, and the packet's protocol.
+func portSetMatcher(set *IPSet, dims []string) (func(p *simPacket) bool, error) {
+	if len(dims) != 2 || dims[0] != dims[1] {
+		return nil, fmt.Errorf("%s wants src,src or dst,dst, got %v", set.Type, dims)
+	}
+	return func(p *simPacket) bool {
+		a, port := p.src, p.sport
+		if dims[0] == "dst" {
+			a, port = p.dst, p.dport
+		}
+		for m := range set.Members {
+			if m.Net.Contains(a) && int(m.Proto) == p.proto && int(m.Port) == port {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
