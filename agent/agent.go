@@ -160,13 +160,11 @@ func (a *Agent) startDatastore(ctx context.Context) error {
 	}
 	a.client = c
 
-	if a.cfg.NodeIP != "" {
-		a.nodeIP = netip.MustParseAddr(a.cfg.NodeIP)
-	} else if a.nodeIP, err = detectNodeIP(); err != nil {
-		return err
-	}
-	if a.cfg.NodeIPv6 != "" {
-		a.nodeIP6 = netip.MustParseAddr(a.cfg.NodeIPv6)
+	a.nodeIP, a.nodeIP6 = a.cfg.NodeIP, a.cfg.NodeIPv6
+	if !a.nodeIP.IsValid() {
+		if a.nodeIP, err = detectNodeIP(); err != nil {
+			return err
+		}
 	}
 	// etcd may still be coming up (it starts with the host): retry for a
 	// while before giving up, so that the service manager's restart is the
@@ -219,19 +217,9 @@ func (a *Agent) startDataplane() error {
 	// Sysctl changes by hand send no event: check them more often than the
 	// full resync.
 	a.sysctls = routes.NewSysctls(routes.SysctlOptions{IPv6: ipv6, Logger: a.log.With("component", "sysctls"), ResyncInterval: min(a.cfg.ResyncInterval, 10*time.Second)})
-	var failsafe []policy.ProtoPort
-	for _, s := range a.cfg.FailsafePorts {
-		proto, port, _ := ParseFailsafePort(s)
-		failsafe = append(failsafe, policy.ProtoPort{Protocol: proto, Port: port})
-	}
-	if failsafe == nil {
-		failsafe = []policy.ProtoPort{}
-	}
-	backend := policy.Backend("")
-	if a.cfg.IptablesBackend != "auto" {
-		backend = policy.Backend(a.cfg.IptablesBackend)
-	}
-	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: backend, FailsafeInbound: failsafe, ResyncInterval: a.cfg.ResyncInterval}, a.log.With("component", "policy"))
+	// Non-nil: an empty list means none, not policy's default.
+	failsafe := append([]policy.ProtoPort{}, a.cfg.FailsafePorts...)
+	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: a.cfg.IptablesBackend, FailsafeInbound: failsafe, ResyncInterval: a.cfg.ResyncInterval}, a.log.With("component", "policy"))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/calyx-net/calyx/agent"
 	"github.com/calyx-net/calyx/cni/install"
 )
 
@@ -15,6 +16,8 @@ import (
 // default). Each returns the process exit status.
 var subcommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"install-cni": runInstallCNI,
+	"config":      configCommand,
+	"help":        func(_ []string, stdout, _ io.Writer) int { agent.Usage(stdout); return 0 },
 }
 
 // parseSubcommand parses a verb's flags; done means exit with code.
