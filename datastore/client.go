@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -209,6 +210,9 @@ func (c *Client) Put(ctx context.Context, r Resource) (Resource, error) {
 func keyOf(r Resource) string { return Key(r.GetKind(), r.GetMeta().Name) }
 
 func (c *Client) write(ctx context.Context, r Resource, cond *clientv3.Cmp, condErr error) (Resource, error) {
+	if err := refuseRedacted(r); err != nil {
+		return nil, err
+	}
 	m := r.GetMeta()
 	if m.CreationTimestamp == "" {
 		m.CreationTimestamp = time.Now().UTC().Format(time.RFC3339)
@@ -278,10 +282,25 @@ func (c *Client) writeChunk(ctx context.Context, rs []Resource, mode WriteMode) 
 	now := time.Now().UTC().Format(time.RFC3339)
 	var conds []clientv3.Cmp
 	var ops []clientv3.Op
+	keptSecrets := false
 	for _, r := range rs {
 		m := r.GetMeta()
 		if mode == ModeCreate {
 			conds = append(conds, clientv3.Compare(clientv3.Version(keyOf(r)), "=", 0))
+		}
+		if len(redactedFields(r)) > 0 {
+			// "<redacted>" keeps the stored secret: read it, and write only
+			// if it is still what was read.
+			stored, err := c.Get(ctx, r.GetKind(), m.Name)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if err := keepRedacted(r, stored); err != nil {
+				return err
+			}
+			rev, _ := strconv.ParseInt(stored.GetMeta().ResourceVersion, 10, 64)
+			conds = append(conds, clientv3.Compare(clientv3.ModRevision(keyOf(r)), "=", rev))
+			keptSecrets = true
 		}
 		if m.CreationTimestamp == "" {
 			m.CreationTimestamp = now
@@ -304,7 +323,18 @@ func (c *Client) writeChunk(ctx context.Context, rs []Resource, mode WriteMode) 
 				taken = append(taken, Describe(r))
 			}
 		}
-		return fmt.Errorf("%v: %w (use apply to replace)", taken, ErrAlreadyExists)
+		if mode == ModeCreate && len(taken) > 0 || !keptSecrets {
+			return fmt.Errorf("%v: %w (use apply to replace)", taken, ErrAlreadyExists)
+		}
+		return fmt.Errorf("a resource whose stored secret was kept changed meanwhile: %w", ErrConflict)
+	}
+	return nil
+}
+
+// refuseRedacted stops the redaction marker from being stored as a secret.
+func refuseRedacted(r Resource) error {
+	if f := redactedFields(r); len(f) > 0 {
+		return fmt.Errorf("%s: %s is %q, the marker calyxctl prints for a secret; give the value itself", Describe(r), strings.Join(f, ", "), Redacted)
 	}
 	return nil
 }

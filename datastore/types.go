@@ -258,7 +258,7 @@ type BGPPeerSpec struct {
 	Node         string `json:"node,omitempty"`
 	NodeSelector string `json:"nodeSelector,omitempty"`
 	// Password enables TCP MD5 authentication (RFC 2385).
-	Password string `json:"password,omitempty"`
+	Password string `json:"password,omitempty" secret:"true"`
 }
 
 func (p *BGPPeer) GetMeta() *Metadata { return &p.Metadata }

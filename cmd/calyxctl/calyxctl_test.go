@@ -40,8 +40,14 @@ type result struct {
 
 func ctl(t *testing.T, endpoint, stdin string, args ...string) result {
 	t.Helper()
+	return ctlEnv(t, []string{"CALYX_ETCD_ENDPOINTS=" + endpoint}, stdin, args...)
+}
+
+// ctlEnv runs calyxctl with env added to the test's environment.
+func ctlEnv(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(ctlBin, args...)
-	cmd.Env = append(os.Environ(), "CALYX_ETCD_ENDPOINTS="+endpoint)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -25,7 +25,8 @@ const usage = `calyxctl manages Calyx resources and asks the local agent for its
 Usage:
   calyxctl apply -f FILE|-            create or replace every resource in FILE (all or nothing)
   calyxctl create -f FILE|-           create every resource in FILE; fails if any exists
-  calyxctl get KIND [NAME] [-o table|yaml|json]
+  calyxctl get KIND [NAME] [-o table|yaml|json] [--show-secrets]
+                                      secrets print as <redacted>; applying that keeps them
   calyxctl delete KIND NAME           delete one resource
   calyxctl delete -f FILE|-           delete every resource named in FILE
   calyxctl label KIND NAME k=v ... k- [--overwrite]
@@ -161,7 +162,10 @@ func commands() map[string]command {
 	list := []command{
 		{name: "apply", run: runApply(datastore.ModeApply), flags: fileFlag},
 		{name: "create", run: runApply(datastore.ModeCreate), flags: fileFlag},
-		{name: "get", run: runGet, flags: outputFlag},
+		{name: "get", run: runGet, flags: func(fs *pflag.FlagSet) {
+			outputFlag(fs)
+			fs.Bool("show-secrets", false, "print secrets (BGP passwords) instead of "+datastore.Redacted)
+		}},
 		{name: "delete", run: runDelete, flags: fileFlag},
 		{name: "label", run: runLabel, flags: func(fs *pflag.FlagSet) { fs.Bool("overwrite", false, "allow changing an existing label's value") }},
 		{name: "node", run: runNode, flags: outputFlag},

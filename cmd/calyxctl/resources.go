@@ -126,6 +126,15 @@ func runGet(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _
 	} else if rs, _, err = c.List(ctx, kind); err != nil {
 		return err
 	}
+	// Secrets (BGP passwords) stay off terminals, logs and pasted output;
+	// applying the printed "<redacted>" keeps the stored value.
+	if show, _ := fs.GetBool("show-secrets"); !show {
+		for i, r := range rs {
+			if rs[i], err = datastore.Redact(r); err != nil {
+				return err
+			}
+		}
+	}
 	switch format {
 	case "yaml":
 		y, err := datastore.EncodeYAML(rs)
@@ -139,12 +148,10 @@ func runGet(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _
 		if len(args) == 2 {
 			v = rs[0]
 		}
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(out, string(b))
-		return nil
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false) // "<redacted>", not "\u003credacted\u003e"
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
 	}
 	if len(rs) == 0 {
 		fmt.Fprintf(os.Stderr, "No %s found.\n", kind.Plural())
