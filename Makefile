@@ -62,7 +62,7 @@ generate:
 test: deps lint build unit fuzz-quick e2e
 
 unit:
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+	CALYX_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 # The end-to-end suites drive the lab with the real binaries in bin/.
 e2e: build kube-apiserver

@@ -365,3 +365,42 @@ func isOurs(b []byte, network string) bool {
 	}
 	return len(c.Plugins) > 0
 }
+
+// Uninstall removes what Install put in place: the Calyx-only conflists
+// for network in confDir, then the plugin from binDir (in that order, so a
+// runtime never finds a conflist without its plugin). An empty directory
+// is skipped; what is not there is not an error.
+func Uninstall(confDir, binDir, network string) ([]Action, error) {
+	if network == "" {
+		network = DefaultNetwork
+	}
+	var acts []Action
+	if confDir != "" {
+		stale, err := removeStale(confDir, "", network)
+		for _, a := range stale {
+			acts = append(acts, Action{a.Path, "removed"})
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return acts, err
+		}
+		left, err := removeLeftovers(confDir)
+		acts = append(acts, left...)
+		if err != nil {
+			return acts, err
+		}
+	}
+	if binDir != "" {
+		left, err := removeLeftovers(binDir)
+		acts = append(acts, left...)
+		if err != nil {
+			return acts, err
+		}
+		p := filepath.Join(binDir, PluginName)
+		if err := os.Remove(p); err == nil {
+			acts = append(acts, Action{p, "removed"})
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return acts, err
+		}
+	}
+	return acts, nil
+}

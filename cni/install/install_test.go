@@ -264,3 +264,30 @@ func TestWriteAtomicFailureLeavesOldFile(t *testing.T) {
 		t.Errorf("%d files in dir, want 1", len(entries))
 	}
 }
+
+// Uninstall removes the plugin and Calyx's own conflists, nothing else,
+// and a second run finds nothing to do.
+func TestUninstall(t *testing.T) {
+	f := newFixture(t, []byte("binary"))
+	if _, err := Install(f.opts()); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(f.conf, "10-bridge.conflist")
+	os.WriteFile(other, []byte(`{"cniVersion":"1.0.0","name":"mynet","plugins":[{"type":"bridge"}]}`), 0o644)
+	os.WriteFile(filepath.Join(f.bin, "bridge"), []byte("x"), 0o755)
+	acts, err := Uninstall(f.conf, f.bin, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := whats(acts); len(w) != 2 || w["calyx"] != "removed" || w[DefaultConfName] != "removed" {
+		t.Errorf("actions %v", acts)
+	}
+	for _, kept := range []string{other, filepath.Join(f.bin, "bridge")} {
+		if _, err := os.Stat(kept); err != nil {
+			t.Errorf("%s: %v", kept, err)
+		}
+	}
+	if acts, err := Uninstall(f.conf, f.bin, ""); err != nil || len(acts) != 0 {
+		t.Errorf("second run: %v %v", acts, err)
+	}
+}
