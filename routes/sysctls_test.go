@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/internal/testutil"
-	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
-func readSysctl(t testing.TB, ns nstest.NS, key string) string {
+func readSysctl(t testing.TB, ns netnstest.NS, key string) string {
 	t.Helper()
 	return ns.MustRun(t, "cat", "/proc/sys/"+key)
 }
 
 func TestSysctlsAssertAndRestore(t *testing.T) {
-	ns := nstest.New(t, "sysctl")
+	ns := netnstest.New(t, "sysctl")
 	ns.MustRun(t, "ip", "link", "add", "cxs0", "type", "veth", "peer", "name", "other0")
 	s := NewSysctls(SysctlOptions{NetNSPath: ns.Path, IPv6: true, ResyncInterval: 200 * time.Millisecond})
 	if err := s.Apply(context.Background()); err != nil {

@@ -8,22 +8,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/internal/testutil"
-	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
 // newTestNS creates a namespace with an up veth pair cxa0/cxa1 to hang
 // device routes on.
-func newTestNS(t testing.TB, tag string) nstest.NS {
+func newTestNS(t testing.TB, tag string) netnstest.NS {
 	t.Helper()
-	ns := nstest.New(t, tag)
+	ns := netnstest.New(t, tag)
 	ns.MustRun(t, "ip", "link", "add", "cxa0", "type", "veth", "peer", "name", "cxa1")
 	ns.MustRun(t, "ip", "link", "set", "cxa0", "up")
 	ns.MustRun(t, "ip", "link", "set", "cxa1", "up")
 	return ns
 }
 
-func newTestTable(t testing.TB, ns nstest.NS, opts Options) *Table {
+func newTestTable(t testing.TB, ns netnstest.NS, opts Options) *Table {
 	t.Helper()
 	if opts.Protocol == 0 {
 		opts.Protocol = ProtoWorkload
@@ -61,7 +61,7 @@ func runTable(t testing.TB, tbl *Table) {
 // kernelRoutes returns `ip route show proto N` for both families, as
 // "dst -> rest of line" with iproute2's own formatting, so the assertions
 // do not depend on this package's parsing.
-func kernelRoutes(t testing.TB, ns nstest.NS, proto string) map[string]string {
+func kernelRoutes(t testing.TB, ns netnstest.NS, proto string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, fam := range []string{"-4", "-6"} {
@@ -93,7 +93,7 @@ func keys(m map[string]string) []string {
 
 // wantRoutes fails unless the kernel's routes of proto are exactly the
 // given destinations, each line containing the given fragment.
-func wantRoutes(t testing.TB, ns nstest.NS, proto string, want map[string]string) {
+func wantRoutes(t testing.TB, ns netnstest.NS, proto string, want map[string]string) {
 	t.Helper()
 	got := kernelRoutes(t, ns, proto)
 	if len(got) != len(want) {

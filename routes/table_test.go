@@ -13,8 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/internal/testutil"
-	"github.com/calyx-net/calyx/routes/internal/nstest"
 )
 
 func TestTableAddReplaceDelete(t *testing.T) {
@@ -357,7 +357,7 @@ type routeWatch struct {
 	ch <-chan netlink.RouteUpdate
 }
 
-func watchRoutes(t testing.TB, ns nstest.NS) *routeWatch {
+func watchRoutes(t testing.TB, ns netnstest.NS) *routeWatch {
 	t.Helper()
 	h, err := vns.GetFromPath(ns.Path)
 	if err != nil {
@@ -379,7 +379,7 @@ func watchRoutes(t testing.TB, ns nstest.NS) *routeWatch {
 // oursBeforeMarker writes a marker route of another protocol and counts the
 // events of proto that arrive before the marker's: events on one socket
 // arrive in order, so once the marker is seen nothing earlier is missing.
-func (w *routeWatch) oursBeforeMarker(t testing.TB, ns nstest.NS, proto int) int {
+func (w *routeWatch) oursBeforeMarker(t testing.TB, ns netnstest.NS, proto int) int {
 	t.Helper()
 	ns.MustRun(t, "ip", "route", "add", "10.99.99.0/24", "dev", "cxa0", "proto", "99")
 	n := 0

@@ -7,23 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-
-	"github.com/calyx-net/calyx/routes/netns"
 )
 
-// NetnsPath is where `ip netns add NAME` puts the namespace.
+// NetnsPath is where `ip netns add NAME` puts the namespace; code runs
+// inside one with routes/netns.Do(NetnsPath(name), fn).
 func NetnsPath(name string) string { return "/run/netns/" + name }
-
-// InNetns runs fn on a fresh goroutine locked to an OS thread inside the
-// named namespace (routes/netns.Do) and waits for it. The caller's thread
-// never moves, and every call gets a thread of its own, so calls may run
-// at the same time. If the way back fails, the thread stays locked and the
-// runtime discards it with the goroutine.
-func InNetns(name string, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- netns.Do(NetnsPath(name), fn) }()
-	return <-done
-}
 
 // AddNetns creates the namespaces with one `ip -batch` (outside any timed
 // section: a runtime makes the sandbox before it calls CNI).

@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/bench/benchkit"
+	"github.com/calyx-net/calyx/routes/netns"
 )
 
 // A process execs a CNI plugin in its own network namespace, and ptp takes
 // that namespace as the host. So every timed call runs on a goroutine locked
 // to an OS thread that has entered the lab host's namespace
-// (benchkit.InNetns), as a runtime living in that host would.
+// (routes/netns.Do), as a runtime living in that host would.
 
 // samples are the latencies of one side, per verb.
 type samples struct{ add, del []time.Duration }
@@ -25,7 +26,7 @@ func (s *side) sequentialRound(ctx context.Context, n int, into *samples) (err e
 		return err
 	}
 	defer func() { err = errors.Join(err, s.release(ws)) }()
-	return benchkit.InNetns(s.hostNetns, func() error {
+	return netns.Do(benchkit.NetnsPath(s.hostNetns), func() error {
 		for _, w := range ws {
 			took, err := s.add(ctx, w)
 			if err != nil {
@@ -79,7 +80,7 @@ func (s *side) together(ctx context.Context, ws []*workload, op func(context.Con
 		go func() {
 			defer done.Done()
 			entered := false
-			errs[i] = benchkit.InNetns(s.hostNetns, func() error {
+			errs[i] = netns.Do(benchkit.NetnsPath(s.hostNetns), func() error {
 				entered = true
 				ready.Done()
 				<-start

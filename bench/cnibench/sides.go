@@ -17,6 +17,7 @@ import (
 
 	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/routes/netns"
 )
 
 // refPluginDir is where Debian's containernetworking-plugins puts ptp and
@@ -173,7 +174,7 @@ func (s *side) release(ws []*workload) error {
 	for _, w := range ws {
 		names = append(names, w.netns)
 	}
-	if err := benchkit.InNetns(s.hostNetns, func() error {
+	if err := netns.Do(benchkit.NetnsPath(s.hostNetns), func() error {
 		for _, w := range ws {
 			if w.attached {
 				if _, err := s.del(ctx, w); err != nil {

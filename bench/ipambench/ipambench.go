@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/datastore/etcdserver"
 )
 
@@ -94,11 +94,11 @@ func run(ctx context.Context, s settings, log *slog.Logger) ([]bench.Figure, err
 			"one caller at a time on one node: calyx %.0f, host-local %.0f allocs/s; "+
 			"calyx: embedded etcd with fsync, /26 blocks, batched guarded transactions (%d lost races in the whole run); "+
 			"host-local: one exec per ADD with CNI_* env and the config on stdin, one data dir per node",
-			s.workers, nodes, s.perNode, s.rounds, median(seq), median(seqHL), r.conflicts())
+			s.workers, nodes, s.perNode, s.rounds, benchkit.Median(seq), benchkit.Median(seqHL), r.conflicts())
 	}
-	f1 := bench.NewRatio(bench.Figure{Name: "ipam_allocs_per_s", Unit: "allocs/s", Calyx: median(one), Peer: median(oneHL), PeerName: "host-local", Goal: "ratio >= 2", Notes: notes(1)})
+	f1 := bench.NewRatio(bench.Figure{Name: "ipam_allocs_per_s", Unit: "allocs/s", Calyx: benchkit.Median(one), Peer: benchkit.Median(oneHL), PeerName: "host-local", Goal: "ratio >= 2", Notes: notes(1)})
 	f1.Met = f1.Ratio >= 2
-	f3 := bench.NewRatio(bench.Figure{Name: "ipam_allocs_per_s_3nodes", Unit: "allocs/s", Calyx: median(three), Peer: median(threeHL), PeerName: "host-local", Goal: "ratio >= 2", Notes: notes(benchNodes)})
+	f3 := bench.NewRatio(bench.Figure{Name: "ipam_allocs_per_s_3nodes", Unit: "allocs/s", Calyx: benchkit.Median(three), Peer: benchkit.Median(threeHL), PeerName: "host-local", Goal: "ratio >= 2", Notes: notes(benchNodes)})
 	f3.Met = f3.Ratio >= 2
 	log.Info("IPAM benchmark done", "one_node", f1.Calyx, "host_local", f1.Peer, "three_nodes", f3.Calyx, "host_local_3", f3.Peer)
 	return []bench.Figure{f1, f3}, nil
@@ -114,16 +114,4 @@ func (r *runner) measure(into *[]float64, f func() (float64, error)) func() erro
 		*into = append(*into, rate)
 		return nil
 	}
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

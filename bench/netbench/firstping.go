@@ -15,6 +15,7 @@ import (
 
 	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/e2e/lab"
+	"github.com/calyx-net/calyx/routes/netns"
 )
 
 // probeInterval is how often the first-ping probe sends: the resolution
@@ -22,7 +23,7 @@ import (
 const probeInterval = time.Millisecond
 
 // The CNI ADD of the first-ping figure runs from host2's namespace
-// (benchkit.InNetns), as a runtime on host2 would (see bench/cnibench).
+// (routes/netns.Do), as a runtime on host2 would (see bench/cnibench).
 
 // firstPinger adds workloads on one host through libcni itself (the lab's
 // AddWorkload also saves its state file before it returns, which would
@@ -81,7 +82,7 @@ func (f *firstPinger) run(ctx context.Context) (tr trial, err error) {
 
 	var res *current.Result
 	var returned time.Time
-	if err := benchkit.InNetns(f.host.Netns, func() error {
+	if err := netns.Do(benchkit.NetnsPath(f.host.Netns), func() error {
 		r, err := f.cni.AddNetworkList(ctx, f.list, rt)
 		returned = time.Now()
 		if err != nil {
@@ -116,7 +117,7 @@ func (f *firstPinger) run(ctx context.Context) (tr trial, err error) {
 func (f *firstPinger) remove(name string, rt *libcni.RuntimeConf) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := benchkit.InNetns(f.host.Netns, func() error { return f.cni.DelNetworkList(ctx, f.list, rt) })
+	err := netns.Do(benchkit.NetnsPath(f.host.Netns), func() error { return f.cni.DelNetworkList(ctx, f.list, rt) })
 	if err != nil {
 		err = fmt.Errorf("CNI DEL of %s: %w", name, err)
 	}

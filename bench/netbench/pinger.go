@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/bench/benchkit"
+	"github.com/calyx-net/calyx/routes/netns"
 )
 
 // pinger sends ICMP echo requests from a raw socket made inside one
 // namespace. It replaces `ip netns exec ... ping`, whose few milliseconds
 // of process start would swamp what the first-ping figure measures. The
-// socket is made on a thread inside the namespace (benchkit.InNetns): a
+// socket is made on a thread inside the namespace (routes/netns.Do): a
 // socket stays in the namespace it was created in.
 type pinger struct {
 	netns string
@@ -25,17 +26,17 @@ type pinger struct {
 	buf   []byte
 }
 
-func openPinger(netns string) (*pinger, error) {
+func openPinger(name string) (*pinger, error) {
 	var c net.PacketConn
-	err := benchkit.InNetns(netns, func() error {
+	err := netns.Do(benchkit.NetnsPath(name), func() error {
 		var err error
 		c, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ICMP socket in %s: %w", netns, err)
+		return nil, fmt.Errorf("ICMP socket in %s: %w", name, err)
 	}
-	return &pinger{netns: netns, conn: c.(*net.IPConn), buf: make([]byte, 1500)}, nil
+	return &pinger{netns: name, conn: c.(*net.IPConn), buf: make([]byte, 1500)}, nil
 }
 
 func (p *pinger) Close() error { return p.conn.Close() }

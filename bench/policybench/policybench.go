@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os/exec"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/calyx-net/calyx/bench"
+	"github.com/calyx-net/calyx/bench/benchkit"
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/internal/netlab"
 	"github.com/calyx-net/calyx/policy"
@@ -189,7 +189,7 @@ func (b *runner) full() (bench.Figure, *policy.Dataplane, string, error) {
 	}
 	f := bench.NewRatio(bench.Figure{
 		Name: "policy_full_50k", Unit: "s",
-		Calyx: median(calyx), Peer: median(raw), PeerName: "raw ipset restore + iptables-restore of the same text",
+		Calyx: benchkit.Median(calyx), Peer: benchkit.Median(raw), PeerName: "raw ipset restore + iptables-restore of the same text",
 		Goal: "ratio <= 1.2",
 		Notes: fmt.Sprintf("%d endpoints x %d policies x %d rules = %d iptables rules (IPv4); calyx includes setting the model, rendering and reading the kernel first; medians of %d",
 			b.sz.endpoints, b.sz.policies, b.sz.rules, r.RuleCount(), b.sz.rounds),
@@ -235,7 +235,7 @@ func (b *runner) oneUpdate(dp *policy.Dataplane, ns string) (bench.Figure, error
 	}
 	f := bench.NewRatio(bench.Figure{
 		Name: "policy_one_update_50k_ms", Unit: "ms",
-		Calyx: median(calyx), Peer: median(raw), PeerName: "raw iptables-restore --noflush of that chain",
+		Calyx: benchkit.Median(calyx), Peer: benchkit.Median(raw), PeerName: "raw iptables-restore --noflush of that chain",
 		Goal:  "<= 50 ms",
 		Notes: fmt.Sprintf("one policy's %d rules changed, SetPolicy+Apply until iptables-restore returned; medians of %d", b.sz.rules, b.sz.updates),
 	})
@@ -310,11 +310,11 @@ func (b *runner) openEndpoint(dp *policy.Dataplane) (bench.Figure, error) {
 	}
 	f := bench.NewRatio(bench.Figure{
 		Name: "policy_open_endpoint_add_ms", Unit: "ms",
-		Calyx: median(calyx), Peer: median(raw), PeerName: "the same change applied with ipset restore (a process)",
+		Calyx: benchkit.Median(calyx), Peer: benchkit.Median(raw), PeerName: "the same change applied with ipset restore (a process)",
 		Goal: "<= 2 ms and no process",
 		Notes: fmt.Sprintf("new endpoint no policy selects, SetEndpoint+ProgramEndpoint on the %d-rule scenario: %d of %d over netlink; "+
 			"a new selected endpoint (chains by iptables-restore) took %.1f ms; medians of %d",
-			b.ruleCount, fast, b.sz.updates, median(selected), b.sz.updates),
+			b.ruleCount, fast, b.sz.updates, benchkit.Median(selected), b.sz.updates),
 	})
 	f.Met = f.Calyx <= 2 && fast == b.sz.updates
 	return f, nil
@@ -410,29 +410,20 @@ func (b *runner) churn(dp *policy.Dataplane) (bench.Figure, error) {
 	if err := <-prodErr; err != nil {
 		return bench.Figure{}, err
 	}
-	p99 := percentile(applies, 0.99)
+	if len(applies) == 0 {
+		return bench.Figure{}, fmt.Errorf("churn: no apply measured in %v", b.sz.churn)
+	}
+	p99 := benchkit.Percentile(applies, 99)
 	f := bench.NewRatio(bench.Figure{
 		Name: "policy_churn_apply_p99_ms", Unit: "ms",
 		Calyx: p99, Peer: 1000, PeerName: "limit: one second of churn applied within a second",
 		Goal: "p99 <= 1000 ms",
 		Notes: fmt.Sprintf("%d endpoint adds/removes at 100/s over %v on top of the full scenario: %d applies, max backlog %d changes, apply ms p50 %.1f p90 %.1f p99 %.1f max %.1f; histogram %s",
-			produced, b.sz.churn, len(applies), maxBacklog, percentile(applies, 0.5), percentile(applies, 0.9), p99,
+			produced, b.sz.churn, len(applies), maxBacklog, benchkit.Percentile(applies, 50), benchkit.Percentile(applies, 90), p99,
 			slices.Max(append(applies, 0)), histogram(applies)),
 	})
 	f.Met = p99 <= 1000
 	return f, nil
-}
-
-func median(xs []float64) float64 { return percentile(xs, 0.5) }
-
-func percentile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	i := int(math.Ceil(q*float64(len(s)))) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 // histogram buckets apply times in ms: "<10:n <25:n ...".

@@ -4,46 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/calyx-net/calyx/routes/netns"
 )
 
-// InNS runs fn on an OS thread switched into the namespace. Sockets fn
-// creates stay in that namespace after it returns, so a listener can be
-// served from any goroutine.
+// InNS runs fn inside the lab namespace called ns (routes/netns.Do: a
+// thread of its own). Sockets fn creates stay in that namespace after it
+// returns, so a listener can be served from any goroutine.
 func InNS(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("netns %s: %w", ns, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering netns %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Leave the thread locked: Go discards it when this goroutine
-		// ends, instead of reusing a thread in the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("leaving netns %s: %w", ns, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	return netns.Do("/run/netns/"+ns, fn)
 }
 
 // ServeTCP listens on addr inside ns and answers every connection with

@@ -48,14 +48,24 @@ func Open(path string) (vns.NsHandle, error) {
 	return h, nil
 }
 
-// Do runs fn on a locked OS thread that has entered the namespace at path,
-// then moves the thread back. With an empty path fn runs directly.
+// Do runs fn on a fresh goroutine locked to its own OS thread that has
+// entered the namespace at path, and waits for it; with an empty path fn
+// runs directly. The caller's thread never moves, so a caller (a gRPC
+// handler in CNI ADD) can never be left in a workload's namespace, and
+// calls may run at the same time, each on a thread of its own (as
+// containernetworking's ns.Do).
+//
+// If the thread cannot return to its original namespace, or fn panics, the
+// thread stays locked: the runtime ends a locked thread with its goroutine,
+// so no other goroutine ever runs on it. A panic in fn is raised again in
+// the caller's goroutine.
 //
 // Only fn's own goroutine is inside the namespace: goroutines it starts run
 // on other threads, in the original namespace. Files under /proc/sys/net
 // resolve to the namespace of the thread that opens them, so sysctl access
-// for another namespace must happen inside fn.
-func Do(path string, fn func() error) (err error) {
+// for another namespace must happen inside fn. Sockets and child processes
+// made inside fn stay in the namespace after it returns.
+func Do(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
@@ -65,28 +75,57 @@ func Do(path string, fn func() error) (err error) {
 	}
 	defer target.Close()
 
+	done := make(chan outcome, 1)
+	go func() { done <- runIn(target, path, fn) }()
+	o := <-done
+	if o.panicked {
+		panic(o.value)
+	}
+	return o.err
+}
+
+// outcome is how fn ended on its thread.
+type outcome struct {
+	err      error
+	panicked bool
+	value    any // what fn panicked with
+}
+
+// setns switches the calling thread's network namespace; tests replace it
+// to make the way back fail.
+var setns = vns.Set
+
+// runIn locks the calling goroutine's thread, enters target, runs fn and
+// switches back. It unlocks the thread only when the way back succeeded.
+func runIn(target vns.NsHandle, path string, fn func() error) (o outcome) {
 	runtime.LockOSThread()
 	orig, err := vns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("open current network namespace: %w", err)
+		o.err = fmt.Errorf("open current network namespace: %w", err)
+		return o
 	}
 	defer orig.Close()
-	if err := vns.Set(target); err != nil {
+	if err := setns(target); err != nil {
+		// A failed setns leaves the thread where it was.
 		runtime.UnlockOSThread()
-		return fmt.Errorf("enter network namespace %q: %w", path, err)
+		o.err = fmt.Errorf("enter network namespace %q: %w", path, err)
+		return o
 	}
 	defer func() {
-		if backErr := vns.Set(orig); backErr != nil {
-			// Leave the thread locked: the runtime discards a locked
-			// thread when its goroutine exits, so no other goroutine
-			// ever runs in the wrong namespace.
-			err = errors.Join(err, fmt.Errorf("return from network namespace %q: %w", path, backErr))
+		if r := recover(); r != nil {
+			// fn may have left the thread in any state: never reuse it.
+			o.panicked, o.value = true, r
+			return
+		}
+		if backErr := setns(orig); backErr != nil {
+			o.err = errors.Join(o.err, fmt.Errorf("return from network namespace %q: %w", path, backErr))
 			return
 		}
 		runtime.UnlockOSThread()
 	}()
-	return fn()
+	o.err = fn()
+	return o
 }
 
 // NewHandle returns a netlink route handle whose socket lives in the

@@ -1,19 +1,18 @@
 package netns_test
 
 import (
-	"errors"
 	"net"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 
-	"github.com/calyx-net/calyx/routes/internal/nstest"
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/routes/netns"
 )
 
 func TestDoEntersAndReturns(t *testing.T) {
-	ns := nstest.New(t, "nsdo")
+	ns := netnstest.New(t, "nsdo")
 	ns.MustRun(t, "ip", "link", "add", "nsdo0", "type", "veth", "peer", "name", "nsdo1")
 	before, err := vns.Get()
 	if err != nil {
@@ -52,16 +51,5 @@ func TestDoEntersAndReturns(t *testing.T) {
 	})
 	if err != nil || n != 3 {
 		t.Fatalf("DoHandle saw %d links (err %v), want 3", n, err)
-	}
-}
-
-func TestMissingNamespace(t *testing.T) {
-	nstest.RequireRoot(t)
-	err := netns.Do("/run/netns/routes-no-such-namespace", func() error { return nil })
-	if !errors.Is(err, netns.ErrNotExist) {
-		t.Fatalf("Do on a missing namespace: %v, want ErrNotExist", err)
-	}
-	if netns.Exists("/run/netns/routes-no-such-namespace") {
-		t.Fatalf("Exists reports a missing namespace")
 	}
 }

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/routes"
-	"github.com/calyx-net/calyx/routes/internal/nstest"
 	"github.com/calyx-net/calyx/routes/veth"
 )
 
@@ -72,14 +72,14 @@ func TestSetupRejectsBadSpecs(t *testing.T) {
 // third namespace, which proxy-ARP for 169.254.1.1 needs), the agent's
 // sysctls and route table, and a Plumber working in it.
 type lab struct {
-	host, fabric nstest.NS
+	host, fabric netnstest.NS
 	table        *routes.Table
 	plumber      *veth.Plumber
 }
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	l := &lab{host: nstest.New(t, "host"), fabric: nstest.New(t, "fab")}
+	l := &lab{host: netnstest.New(t, "host"), fabric: netnstest.New(t, "fab")}
 	h, f := l.host, l.fabric
 	h.MustRun(t, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "downlink", "netns", f.Name)
 	h.MustRun(t, "ip", "addr", "add", "198.18.0.1/24", "dev", "uplink")
@@ -106,9 +106,9 @@ func newLab(t *testing.T) *lab {
 
 // addWorkload wires a new namespace as the agent would on CNI ADD: Setup,
 // then the host routes through the route table.
-func (l *lab) addWorkload(t *testing.T, id string, addrs ...string) (nstest.NS, veth.Spec) {
+func (l *lab) addWorkload(t *testing.T, id string, addrs ...string) (netnstest.NS, veth.Spec) {
 	t.Helper()
-	w := nstest.New(t, "wl")
+	w := netnstest.New(t, "wl")
 	spec := veth.Spec{NetNSPath: w.Path, HostIfName: veth.HostInterfaceName(w.Name + id)}
 	for _, a := range addrs {
 		spec.Addresses = append(spec.Addresses, netip.MustParsePrefix(a))
@@ -133,7 +133,7 @@ func (l *lab) addWorkload(t *testing.T, id string, addrs ...string) (nstest.NS, 
 }
 
 // ping pings from ns until a reply comes or 10s pass.
-func ping(t *testing.T, from nstest.NS, addr string) {
+func ping(t *testing.T, from netnstest.NS, addr string) {
 	t.Helper()
 	if _, err := exec.LookPath("ping"); err != nil {
 		t.Skip("needs ping (Debian package iputils-ping)")
@@ -225,7 +225,7 @@ func TestSetupRollsBackOnFailure(t *testing.T) {
 	for _, step := range []veth.Step{veth.StepVethCreated, veth.StepContainerConfigured, veth.StepHostConfigured} {
 		t.Run(string(step), func(t *testing.T) {
 			l := newLab(t)
-			w := nstest.New(t, "wl")
+			w := netnstest.New(t, "wl")
 			injected := errors.New("injected failure")
 			p := veth.New(veth.Options{HostNetNSPath: l.host.Path, FailAfter: func(s veth.Step) error {
 				if s == step {
@@ -265,7 +265,7 @@ func TestSetupRefusesExistingInterfaces(t *testing.T) {
 
 // assertNoWorkloadLinks checks that the host has only its uplink and lo and
 // the workload namespace only lo.
-func assertNoWorkloadLinks(t *testing.T, host, w nstest.NS) {
+func assertNoWorkloadLinks(t *testing.T, host, w netnstest.NS) {
 	t.Helper()
 	if got := linkNames(t, host); got != "lo uplink" {
 		t.Errorf("host links = %q, want only lo and uplink", got)
@@ -275,7 +275,7 @@ func assertNoWorkloadLinks(t *testing.T, host, w nstest.NS) {
 	}
 }
 
-func linkNames(t *testing.T, ns nstest.NS) string {
+func linkNames(t *testing.T, ns netnstest.NS) string {
 	t.Helper()
 	var names []string
 	for _, line := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {

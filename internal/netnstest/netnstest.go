@@ -1,8 +1,9 @@
-// Package nstest creates throw-away network namespaces for the routes
-// tests. Every namespace is named "routes-<tag>-<random>" so tests of other
-// packages running at the same time never collide, and is deleted (with
-// every link in it) in t.Cleanup even when the test fails.
-package nstest
+// Package netnstest creates throw-away network namespaces for tests. Every
+// namespace is named "cxt-<tag>-<random>" so tests of other packages (and
+// other worktrees) running at the same time never collide, and is deleted
+// (with every link in it) in t.Cleanup even when the test fails. Code that
+// runs inside one uses routes/netns.Do.
+package netnstest
 
 import (
 	"crypto/rand"
@@ -36,7 +37,7 @@ func New(tb testing.TB, tag string) NS {
 	RequireRoot(tb)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	name := "routes-" + tag + "-" + hex.EncodeToString(b)
+	name := "cxt-" + tag + "-" + hex.EncodeToString(b)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		tb.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
