@@ -18,6 +18,39 @@ type Port struct {
 	Name string
 }
 
+// MultiportMax is how many ports one iptables multiport match takes (a
+// range counts twice).
+const MultiportMax = 15
+
+// MaxRulesPerPolicyRule bounds the iptables rules one policy rule may
+// become: source and destination port alternatives multiply, and a rule
+// beyond this would make every endpoint's chain slow to load and match.
+const MaxRulesPerPolicyRule = 1000
+
+// PortAlternatives is how many iptables matches a positive port list
+// becomes, any of which matching means the list matches: one per multiport
+// chunk of numeric ports, one per named port. The renderer's product of
+// source and destination alternatives is what MaxRulesPerPolicyRule bounds.
+func PortAlternatives(ports []Port) int {
+	n, used := 0, 0
+	for _, p := range ports {
+		if p.IsNamed() {
+			n++
+			continue
+		}
+		cost := 1
+		if p.MinPort != p.MaxPort {
+			cost = 2
+		}
+		if used == 0 || used+cost > MultiportMax {
+			n++
+			used = 0
+		}
+		used += cost
+	}
+	return n
+}
+
 // IsNamed reports whether the port is a name rather than numbers.
 func (p Port) IsNamed() bool { return p.Name != "" }
 

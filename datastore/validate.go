@@ -76,6 +76,7 @@ var (
 	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	labelName        = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	labelValue       = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	workloadIfName   = regexp.MustCompile(`^cx[a-z0-9]{1,13}$`)
 )
 
 func validateMeta(v *validator, r Resource) {
@@ -207,10 +208,14 @@ func (b *BGPConfig) validateSpec(v *validator) {
 
 func (n *Node) validateSpec(v *validator) {
 	s := &n.Spec
-	v.ipv4("spec.address", s.Address, true)
+	if a, ok := v.ipv4("spec.address", s.Address, true); ok && a.IsValid() {
+		v.unicast("spec.address", a)
+	}
 	if s.IPv6Address != "" {
 		if a, ok := v.ip("spec.ipv6Address", s.IPv6Address, false); ok && !a.Is6() {
 			v.add("spec.ipv6Address", "%q is not an IPv6 address", s.IPv6Address)
+		} else if ok {
+			v.unicast("spec.ipv6Address", a)
 		}
 	}
 	v.asNumber("spec.asNumber", s.ASNumber, false)
@@ -258,14 +263,48 @@ func (p *IPPool) validateSpec(v *validator) {
 		} else if bs < pfx.Bits() {
 			v.add("spec.blockSize", "/%d blocks do not fit in the pool %s (block size must be >= %d)", bs, pfx, pfx.Bits())
 		}
-		if pfx.Addr().Is4() && (pfx.Addr().IsLoopback() || pfx.Addr().IsMulticast() || pfx.Overlaps(netip.MustParsePrefix("169.254.0.0/16"))) {
-			v.add("spec.cidr", "%s overlaps a reserved range (loopback, multicast or link-local 169.254.0.0/16)", pfx)
-		}
-		if pfx.Addr().Is6() && (pfx.Addr().IsLoopback() || pfx.Addr().IsMulticast() || pfx.Overlaps(netip.MustParsePrefix("fe80::/10"))) {
-			v.add("spec.cidr", "%s overlaps a reserved range (loopback, multicast or link-local fe80::/10)", pfx)
+		for _, r := range reservedRanges {
+			if pfx.Overlaps(r.prefix) {
+				v.add("spec.cidr", "%s overlaps %s %s, which cannot hold workload addresses", pfx, r.what, r.prefix)
+			}
 		}
 	}
 	v.selector("spec.nodeSelector", s.NodeSelector)
+}
+
+// reservedRanges can never hold workload addresses: a pool overlapping
+// any of them is refused, however wide it is (0.0.0.0/1 contains 0/8 and
+// 127/8 even though its first address is neither).
+var reservedRanges = []struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\""},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved (with the broadcast address)"},
+	{netip.MustParsePrefix("::/127"), "unspecified and loopback"},
+	{netip.MustParsePrefix("::ffff:0:0/96"), "IPv4-mapped"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast"},
+}
+
+// unicast refuses an address that cannot be a node's: BGP source, next hop
+// and the target of every workload route on other nodes.
+func (v *validator) unicast(field string, a netip.Addr) {
+	switch {
+	case a.IsUnspecified():
+		v.add(field, "%s is the unspecified address, not a node's address", a)
+	case a.IsLoopback():
+		v.add(field, "%s is a loopback address, which no other node can reach", a)
+	case a.IsMulticast():
+		v.add(field, "%s is a multicast address, not a node's address", a)
+	case a.IsLinkLocalUnicast():
+		v.add(field, "%s is link-local, which cannot be a next hop for other nodes", a)
+	case a.Is4() && (a.As4()[0] == 0 || a.As4()[0] >= 240):
+		v.add(field, "%s is reserved (0.0.0.0/8, 240.0.0.0/4 or broadcast), not a node's address", a)
+	}
 }
 
 func family(p netip.Prefix) int {
@@ -290,6 +329,10 @@ func (w *WorkloadEndpoint) validateSpec(v *validator) {
 		v.add("spec.interfaceName", "is required")
 	} else if len(s.InterfaceName) > 15 {
 		v.add("spec.interfaceName", "%q is longer than 15 characters (the kernel's limit)", s.InterfaceName)
+	} else if !workloadIfName.MatchString(s.InterfaceName) {
+		// The agent programs routes and policy on this interface: anything
+		// but its own veths (eth0, lo, another CNI's) must not be named.
+		v.add("spec.interfaceName", "%q is not a Calyx workload interface (cx followed by 1-13 lower-case letters or digits)", s.InterfaceName)
 	}
 	if s.MAC != "" {
 		if _, err := net.ParseMAC(s.MAC); err != nil {
@@ -395,6 +438,10 @@ func (r *Rule) validate(v *validator, path string) {
 	hasPorts := len(r.Source.Ports)+len(r.Source.NotPorts)+len(r.Destination.Ports)+len(r.Destination.NotPorts) > 0
 	if hasPorts && (r.Protocol == nil || !r.Protocol.HasPorts()) {
 		v.add(path+".protocol", "ports need protocol tcp, udp or sctp")
+	}
+	if src, dst := PortAlternatives(r.Source.Ports), PortAlternatives(r.Destination.Ports); max(src, 1)*max(dst, 1) > MaxRulesPerPolicyRule {
+		v.add(path, "the port lists need %d iptables rules (%d source alternatives x %d destination alternatives, %d ports per multiport match, one per named port); at most %d per rule: split the rule or use ranges",
+			max(src, 1)*max(dst, 1), src, dst, MultiportMax, MaxRulesPerPolicyRule)
 	}
 	if r.ICMP != nil {
 		if r.Protocol == nil || !r.Protocol.IsICMP() {

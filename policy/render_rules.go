@@ -10,8 +10,8 @@ import (
 )
 
 // multiportMax is how many ports one multiport match takes (a range counts
-// twice).
-const multiportMax = 15
+// twice); validation counts the rules a policy rule becomes with the same.
+const multiportMax = datastore.MultiportMax
 
 // ruleMatches renders the match part of a rule for one family. A rule that
 // needs several iptables rules (more ports than one multiport match holds)
