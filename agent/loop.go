@@ -225,6 +225,9 @@ func (a *Agent) selfNodeLocked() *datastore.Node {
 	// Our Node was deleted from etcd under us: keep peering as registered.
 	n := &datastore.Node{Metadata: datastore.Metadata{Name: a.node}}
 	n.Spec.Address = a.nodeIP.String()
+	if a.nodeIP6.IsValid() {
+		n.Spec.IPv6Address = a.nodeIP6.String()
+	}
 	return n
 }
 
@@ -250,32 +253,12 @@ func (a *Agent) peerListLocked() []*datastore.BGPPeer {
 // once the peers have re-sent theirs).
 func (a *Agent) startBGP(ctx context.Context) <-chan struct{} {
 	a.mu.Lock()
-	spec := a.state.bgpSpec()
-	self := a.selfNodeLocked()
+	g, err := bgp.GlobalFor(a.selfNodeLocked(), a.state.bgpSpec(), a.cfg.BGPPort)
 	a.mu.Unlock()
-	asn := spec.EffectiveASNumber()
-	if self.Spec.ASNumber != 0 {
-		asn = self.Spec.ASNumber
+	if err == nil {
+		err = a.speaker.Start(ctx, g)
 	}
-	routerID := a.nodeIP
-	if self.Spec.RouterID != "" {
-		if id, err := netip.ParseAddr(self.Spec.RouterID); err == nil {
-			routerID = id
-		}
-	}
-	port := a.cfg.BGPPort
-	if port == 179 && spec.EffectiveListenPort() != 179 {
-		port = spec.EffectiveListenPort()
-	}
-	families := []bgp.Family{bgp.IPv4Unicast}
-	if a.nodeIP6.IsValid() {
-		families = append(families, bgp.IPv6Unicast)
-	}
-	g := bgp.Global{
-		ASN: asn, RouterID: routerID, ListenPort: port, Families: families,
-		GracefulRestart: bgp.GracefulRestart{Enabled: spec.GracefulRestartEnabled(), RestartTime: time.Duration(spec.GracefulRestartTime()) * time.Second},
-	}
-	if err := a.speaker.Start(ctx, g); err != nil {
+	if err != nil {
 		a.log.Error("BGP speaker did not start; workloads on this node are reachable only from it", "err", err)
 		return nil
 	}
@@ -283,7 +266,7 @@ func (a *Agent) startBGP(ctx context.Context) <-chan struct{} {
 	a.mu.Lock()
 	a.bgpStarted = true
 	a.mu.Unlock()
-	a.log.Info("BGP speaker started", "as", asn, "router_id", routerID, "port", port, "graceful_restart", g.GracefulRestart.Enabled)
+	a.log.Info("BGP speaker started", "as", g.ASN, "router_id", g.RouterID, "port", g.ListenPort, "graceful_restart", g.GracefulRestart.Enabled)
 	a.recompute(ctx)
 	return a.speaker.InitialSyncDone()
 }

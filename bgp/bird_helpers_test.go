@@ -214,7 +214,9 @@ func birdConfig(routerID netip.Addr, static4, static6 []string, sessions ...bird
 		fmt.Fprintf(&b, "protocol bgp %s {\n", s.name)
 		fmt.Fprintf(&b, "  local %s port %d as %d;\n  neighbor %s port %d as %d;\n  multihop;\n",
 			s.local, s.localPort, s.localAS, s.neighbor, s.neighborPort, s.neighborAS)
-		b.WriteString("  connect delay time 1; connect retry time 2; error wait time 1,2;\n")
+		// strict bind: listen on the local address only, not on a
+		// wildcard one (freePort's reservation forbids those).
+		b.WriteString("  strict bind yes;\n  connect delay time 1; connect retry time 2; error wait time 1,2;\n")
 		if s.password != "" {
 			fmt.Fprintf(&b, "  password %q;\n", s.password)
 		}

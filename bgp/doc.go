@@ -8,9 +8,10 @@
 // should have, SetAdvertisements with every prefix it should announce; the
 // speaker diffs against what it runs and changes only the difference.
 //
-// NewGoBGP is the implementation, an embedded GoBGP v3 server. Nothing of
-// GoBGP leaks through the interface, so moving to GoBGP v4 stays inside this
-// package. bgpfake is a recording fake for unit tests of other packages.
+// NewGoBGP is the implementation, an embedded GoBGP v4 server driven
+// through its native (protobuf-free) path API. Nothing of GoBGP leaks
+// through the interface. bgpfake is a recording fake for unit tests of
+// other packages.
 //
 // DesiredPeers and GlobalFor turn datastore objects into the speaker's
 // configuration; they are pure functions. docs/bgp.md describes topologies,

@@ -9,15 +9,15 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // connectRetry is how often a session that is down retries (GoBGP's default
 // of 120 s leaves a peer that booted after us unconnected for minutes).
 const connectRetry = 5 * time.Second
 
-// goBGP is the Speaker on an embedded GoBGP v3 server. Every GoBGP type
+// goBGP is the Speaker on an embedded GoBGP v4 server. Every GoBGP type
 // stays in the gobgp*.go files.
 type goBGP struct {
 	log *slog.Logger
@@ -30,7 +30,7 @@ type goBGP struct {
 	started bool
 	closed  bool
 	peers   map[netip.Addr]Peer
-	advs    map[netip.Prefix]netip.Addr // announced prefix → next hop (invalid: self)
+	advs    map[netip.Prefix]advertised
 	subs    []*subscriber
 	// ctx lives from Start to Close; the watches hang off it.
 	ctx    context.Context
@@ -47,7 +47,7 @@ func NewGoBGP(logger *slog.Logger) Speaker {
 	b := &goBGP{
 		log:   logger,
 		peers: map[netip.Addr]Peer{},
-		advs:  map[netip.Prefix]netip.Addr{},
+		advs:  map[netip.Prefix]advertised{},
 	}
 	b.sync = newSyncTracker(logger)
 	return b
@@ -66,7 +66,7 @@ func (b *goBGP) Start(ctx context.Context, g Global) error {
 		return errors.New("bgp start: speaker already started")
 	}
 	g.Families = append([]Family(nil), g.families()...)
-	srv := server.NewBgpServer(server.LoggerOption(newGoBGPLogger(b.log)))
+	srv := server.NewBgpServer(server.LoggerOption(goBGPLogger(b.log), nil))
 	go srv.Serve()
 
 	port := g.ListenPort
@@ -81,24 +81,24 @@ func (b *goBGP) Start(ctx context.Context, g Global) error {
 		UseMultiplePaths: true,
 	}})
 	if err != nil {
-		// The listeners may be half open; StopBgp closes what exists.
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		// The listeners may be half open; Stop closes what exists.
+		srv.Stop()
 		return fmt.Errorf("bgp start (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
 	}
 	if err := installPolicies(ctx, srv, g.ASN); err != nil {
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
 		return fmt.Errorf("bgp start: policies: %w", err)
 	}
 	b.srv, b.global, b.started = srv, g, true
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.sync.start(b.ctx, srv, g.restartTime()); err != nil {
 		b.cancel()
-		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		srv.Stop()
 		b.started = false
 		return fmt.Errorf("bgp start: watching sessions: %w", err)
 	}
 	for _, s := range b.subs {
-		if err := s.watch(b.ctx, srv, g.RouterID.String()); err != nil {
+		if err := s.watch(b.ctx, srv, g.RouterID); err != nil {
 			b.log.Error("bgp: cannot watch best paths for a subscriber", "err", err)
 		}
 	}
@@ -142,60 +142,23 @@ func (b *goBGP) Close(graceful bool) error {
 	// path inside GoBGP, and the agent must not see (and delete) them.
 	b.cancel()
 	subs, srv := b.subs, b.srv
-	sessions := make([]Peer, 0, len(b.peers))
-	for _, p := range b.peers {
-		sessions = append(sessions, p)
-	}
-	listenPort := b.global.ListenPort
-	if listenPort == 0 {
-		listenPort = DefaultPort
-	}
 	b.mu.Unlock()
 	for _, s := range subs {
 		s.wait()
 	}
 	b.sync.wait()
 
-	if graceful {
-		// GoBGP v3.37 has no StopBgp that spares graceful restart: it sends
-		// Cease to every established peer, which makes them drop our routes
-		// (RFC 4724 section 4). So the TCP connections are shut down first,
-		// as if the process had died; with no session left established,
-		// StopBgp has nobody to send Cease to.
-		n, err := abortSessions(sessions, listenPort)
-		if err != nil {
-			b.log.Warn("bgp: cannot shut BGP connections down; peers may get a Cease", "err", err)
-		}
-		b.waitNoneEstablished(srv, 5*time.Second)
-		b.log.Info("bgp speaker stopping gracefully: sessions closed without NOTIFICATION", "connections", n)
-	}
-	if err := srv.StopBgp(context.Background(), &api.StopBgpRequest{}); err != nil {
+	// With AllowGracefulRestart, GoBGP closes the sessions that negotiated
+	// graceful restart without a NOTIFICATION (RFC 4724 section 4: a Cease
+	// would make the peer drop our routes) and sends Cease to the others.
+	if err := srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
 		return fmt.Errorf("bgp stop: %w", err)
 	}
+	// Stop ends what StopBgp leaves running (the BFD server and its
+	// socket); its own StopBgp finds nothing left to stop.
+	srv.Stop()
 	b.log.Info("bgp speaker stopped", "graceful", graceful)
 	return nil
-}
-
-// waitNoneEstablished polls until GoBGP has noticed that every session is
-// gone (it reads EOF right after the shutdown), or the timeout.
-func (b *goBGP) waitNoneEstablished(srv *server.BgpServer, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for {
-		up := 0
-		err := srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
-			if p.GetState().GetSessionState() == api.PeerState_ESTABLISHED {
-				up++
-			}
-		})
-		if err == nil && up == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.log.Warn("bgp: sessions still established after shutting their connections down", "count", up)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // hostPort joins an address and port for log and error messages.

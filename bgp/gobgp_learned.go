@@ -5,19 +5,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
+	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
-// bestPathWatch asks GoBGP for best-path changes, starting with the whole
-// current table as the first event. UseMultiplePaths makes each changed
-// destination carry all its ECMP paths.
-var bestPathWatch = &api.WatchEventRequest{Table: &api.WatchEventRequest_Table{
-	Filters: []*api.WatchEventRequest_Table_Filter{{Type: api.WatchEventRequest_Table_Filter_BEST, Init: true}},
-}}
+// watchBest asks GoBGP for best-path changes, starting with the whole
+// current table as the first event. (A WatchEvent without options fails
+// with "no events to watch".)
+func watchBest(ctx context.Context, srv *server.BgpServer, fn func([]*apiutil.Path, time.Time)) error {
+	return srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnBestPath: fn}, server.WatchBestPath(true))
+}
 
 func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 	b.mu.Lock()
@@ -28,55 +28,51 @@ func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 	s := &subscriber{fn: fn, log: b.log, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), done: make(chan struct{})}
 	b.subs = append(b.subs, s)
 	if b.started {
-		if err := s.watch(b.ctx, b.srv, b.global.RouterID.String()); err != nil {
+		if err := s.watch(b.ctx, b.srv, b.global.RouterID); err != nil {
 			b.log.Error("bgp: cannot watch best paths for a subscriber", "err", err)
 		}
 	}
 }
 
-// subscriber feeds one Subscribe callback. GoBGP's watch callback only
-// queues the raw event (GoBGP runs it on its watch goroutine); decoding,
-// de-duplication and the call to fn happen on the subscriber's own
-// goroutine, which takes everything queued at once: a natural batch.
+// subscriber feeds one Subscribe callback. GoBGP's watch callback (on
+// GoBGP's watch goroutine) only decodes the few fields Calyx needs and
+// queues them; folding into the best sets and the call to fn happen on the
+// subscriber's own goroutine, which takes everything queued at once: a
+// natural batch.
 //
 // The queue is bounded: when the subscriber falls behind (a 100k-prefix
-// table arriving), the watch goroutine waits, and the backlog stays in
-// GoBGP's own queue as its native paths, a fraction of the size of the
-// converted API messages, which would otherwise pile up here.
+// table arriving), the watch goroutine waits and the backlog stays in
+// GoBGP's own queue.
 type subscriber struct {
 	fn  func(LearnedUpdate)
 	log *slog.Logger
 
 	mu      sync.Mutex
-	pending [][]*api.Path
-	spare   [][]*api.Path // the previous batch's slice, reused
+	pending []bestChange
+	spare   []bestChange // the previous batch's buffer, reused
 	running bool
 	wake    chan struct{}
 	room    chan struct{} // deliver took the queue
 	done    chan struct{}
 }
 
-// maxPendingEvents bounds the queue (GoBGP sends one event per changed
-// destination; the first, the whole table, always fits).
-const maxPendingEvents = 4096
+// maxPendingChanges bounds the queue (the first event, the whole table,
+// always goes in).
+const maxPendingChanges = 64 << 10
 
-func (s *subscriber) watch(ctx context.Context, srv *server.BgpServer, routerID string) error {
+func (s *subscriber) watch(ctx context.Context, srv *server.BgpServer, routerID netip.Addr) error {
 	s.mu.Lock()
 	s.running = true
 	s.mu.Unlock()
-	go s.deliver(ctx, routerID)
-	return srv.WatchEvent(ctx, bestPathWatch, s.enqueue)
+	go s.deliver(ctx)
+	return watchBest(ctx, srv, func(paths []*apiutil.Path, _ time.Time) { s.enqueue(paths, routerID) })
 }
 
-func (s *subscriber) enqueue(r *api.WatchEventResponse) {
-	t := r.GetTable()
-	if t == nil {
-		return
-	}
+func (s *subscriber) enqueue(paths []*apiutil.Path, routerID netip.Addr) {
 	for {
 		s.mu.Lock()
-		if len(s.pending) < maxPendingEvents {
-			s.pending = append(s.pending, t.Paths)
+		if len(s.pending) < maxPendingChanges {
+			s.pending = decodeBest(s.pending, paths, routerID)
 			s.mu.Unlock()
 			break
 		}
@@ -93,13 +89,12 @@ func (s *subscriber) enqueue(r *api.WatchEventResponse) {
 	}
 }
 
-// deliver runs until ctx ends. view is what fn has been told, so that fn
-// sees neither no-op updates nor withdrawals of prefixes it never got.
-func (s *subscriber) deliver(ctx context.Context, routerID string) {
+// deliver runs until ctx ends, keeping the best sets of every prefix, so
+// that fn sees neither no-op updates nor withdrawals of prefixes it never
+// got.
+func (s *subscriber) deliver(ctx context.Context) {
 	defer close(s.done)
-	view := map[netip.Prefix][]netip.Addr{}
-	dec := bestPathDecoder{routerID: routerID}
-	changed := map[netip.Prefix][]netip.Addr{}
+	table := newBestTable()
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,7 +102,7 @@ func (s *subscriber) deliver(ctx context.Context, routerID string) {
 		case <-s.wake:
 		}
 		s.mu.Lock()
-		events := s.pending
+		batch := s.pending
 		s.pending, s.spare = s.spare[:0], nil
 		s.mu.Unlock()
 		select {
@@ -115,31 +110,13 @@ func (s *subscriber) deliver(ctx context.Context, routerID string) {
 		default:
 		}
 
-		for _, ev := range events {
-			dec.merge(changed, ev) // later events supersede earlier ones
+		out := table.foldChanges(batch)
+		if cap(batch) > 4*maxPendingChanges {
+			batch = nil // a table's worth of buffer goes
 		}
-		clear(events)
 		s.mu.Lock()
-		s.spare = events
+		s.spare = batch[:0]
 		s.mu.Unlock()
-		out := make(map[netip.Prefix][]netip.Addr, len(changed))
-		for pfx, nhs := range changed {
-			old, had := view[pfx]
-			switch {
-			case len(nhs) == 0 && had:
-				delete(view, pfx)
-				out[pfx] = nil
-			case len(nhs) == 0, had && slices.Equal(old, nhs):
-			default:
-				view[pfx] = nhs
-				out[pfx] = nhs
-			}
-		}
-		if len(changed) > 1024 {
-			changed = map[netip.Prefix][]netip.Addr{} // clearing would keep a burst's memory
-		} else {
-			clear(changed)
-		}
 		if len(out) > 0 && ctx.Err() == nil {
 			s.fn(LearnedUpdate{Routes: out})
 		}
@@ -159,7 +136,7 @@ func (s *subscriber) wait() {
 func (b *goBGP) Learned(ctx context.Context) (map[netip.Prefix][]netip.Addr, error) {
 	b.mu.Lock()
 	srv, err := b.serverLocked()
-	routerID := b.global.RouterID.String()
+	routerID := b.global.RouterID
 	b.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("bgp learned routes: %w", err)
@@ -168,27 +145,21 @@ func (b *goBGP) Learned(ctx context.Context) (map[netip.Prefix][]netip.Addr, err
 	// sets included: the same computation Subscribe sees, with no cache.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	got := make(chan []*api.Path, 1)
+	got := make(chan []bestChange, 1)
 	var once sync.Once
-	err = srv.WatchEvent(wctx, bestPathWatch, func(r *api.WatchEventResponse) {
-		if t := r.GetTable(); t != nil {
-			once.Do(func() { got <- t.Paths })
-		}
+	err = watchBest(wctx, srv, func(paths []*apiutil.Path, _ time.Time) {
+		once.Do(func() { got <- decodeBest(nil, paths, routerID) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bgp learned routes: %w", err)
 	}
 	select {
-	case paths := <-got:
-		routes := make(map[netip.Prefix][]netip.Addr, len(paths))
-		dec := bestPathDecoder{routerID: routerID}
-		dec.merge(routes, paths)
-		for pfx, nhs := range routes {
-			if len(nhs) == 0 {
-				delete(routes, pfx)
-			}
+	case changes := <-got:
+		t := newBestTable()
+		for _, c := range changes {
+			t.apply(c)
 		}
-		return routes, nil
+		return t.routes(), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("bgp learned routes: %w", ctx.Err())
 	}

@@ -2,94 +2,40 @@ package bgp
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
-
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 )
 
-// goBGPLogger adapts GoBGP's logger interface to slog. GoBGP asks for its
-// level (GetLevel) before expensive debug logging, so the level follows
-// what the slog handler accepts.
-type goBGPLogger struct {
-	log *slog.Logger
+// goBGPLogger is the logger handed to GoBGP (v4 logs through slog): the
+// agent's, tagged component=gobgp, with the messages that are expected in
+// normal operation demoted to debug.
+func goBGPLogger(l *slog.Logger) *slog.Logger {
+	return slog.New(quietHandler{l.With("component", "gobgp").Handler()})
 }
 
-func newGoBGPLogger(l *slog.Logger) *goBGPLogger {
-	return &goBGPLogger{log: l.With("component", "gobgp")}
-}
+// quietMessages are GoBGP messages that say nothing is wrong: TTL options
+// fail on some sockets (loopback, IPv6) without consequence, and Close
+// calls Stop after StopBgp, whose second StopBgp finds the server stopped.
+var quietMessages = []string{"cannot set TTL", "failed to stop BGP server"}
 
-// quietMessages are GoBGP warnings that are expected in normal operation
-// and logged at debug: TTL options fail on some sockets (loopback, IPv6)
-// without consequence.
-var quietMessages = []string{"cannot set TTL"}
+type quietHandler struct{ slog.Handler }
 
-func (l *goBGPLogger) emit(level slog.Level, msg string, fields gobgplog.Fields) {
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	for _, q := range quietMessages {
-		if strings.HasPrefix(msg, q) {
-			level = slog.LevelDebug
+		if strings.HasPrefix(r.Message, q) {
+			r.Level = slog.LevelDebug
 		}
 	}
-	ctx := context.Background()
-	if !l.log.Enabled(ctx, level) {
-		return
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
 	}
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		if k != gobgplog.FieldFacility {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	attrs := make([]slog.Attr, 0, len(keys))
-	for _, k := range keys {
-		attrs = append(attrs, slog.Any(k, fields[k]))
-	}
-	l.log.LogAttrs(ctx, level, msg, attrs...)
+	return h.Handler.Handle(ctx, r)
 }
 
-// Panic and Fatal mark GoBGP bugs ("code logic bug"); they must not
-// return, and a panic gives the agent's supervisor a stack to look at.
-func (l *goBGPLogger) Panic(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelError, msg, fields)
-	panic(fmt.Sprintf("gobgp: %s %v", msg, fields))
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(as)}
 }
 
-func (l *goBGPLogger) Fatal(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelError, msg, fields)
-	panic(fmt.Sprintf("gobgp: %s %v", msg, fields))
-}
-
-func (l *goBGPLogger) Error(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelError, msg, fields)
-}
-
-func (l *goBGPLogger) Warn(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelWarn, msg, fields)
-}
-
-func (l *goBGPLogger) Info(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelInfo, msg, fields)
-}
-
-func (l *goBGPLogger) Debug(msg string, fields gobgplog.Fields) {
-	l.emit(slog.LevelDebug, msg, fields)
-}
-
-// SetLevel is ignored: the slog handler owns the level.
-func (l *goBGPLogger) SetLevel(gobgplog.LogLevel) {}
-
-func (l *goBGPLogger) GetLevel() gobgplog.LogLevel {
-	ctx := context.Background()
-	switch {
-	case l.log.Enabled(ctx, slog.LevelDebug):
-		return gobgplog.DebugLevel
-	case l.log.Enabled(ctx, slog.LevelInfo):
-		return gobgplog.InfoLevel
-	case l.log.Enabled(ctx, slog.LevelWarn):
-		return gobgplog.WarnLevel
-	}
-	return gobgplog.ErrorLevel
+func (h quietHandler) WithGroup(name string) slog.Handler {
+	return quietHandler{h.Handler.WithGroup(name)}
 }

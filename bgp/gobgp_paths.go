@@ -5,10 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"google.golang.org/protobuf/types/known/anypb"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
+
+// advertised is what the speaker announces for one prefix.
+type advertised struct {
+	nextHop     netip.Addr // invalid: next hop self
+	communities []uint32
+}
+
+func (a advertised) equal(b advertised) bool {
+	return a.nextHop == b.nextHop && slices.Equal(a.communities, b.communities)
+}
 
 func (b *goBGP) SetAdvertisements(ctx context.Context, advs []Advertisement) error {
 	b.mu.Lock()
@@ -17,7 +29,7 @@ func (b *goBGP) SetAdvertisements(ctx context.Context, advs []Advertisement) err
 	if err != nil {
 		return fmt.Errorf("bgp set advertisements: %w", err)
 	}
-	want := make(map[netip.Prefix]netip.Addr, len(advs))
+	want := make(map[netip.Prefix]advertised, len(advs))
 	var errs []error
 	for _, a := range advs {
 		a.Prefix = netip.PrefixFrom(a.Prefix.Addr().Unmap(), a.Prefix.Bits())
@@ -26,50 +38,56 @@ func (b *goBGP) SetAdvertisements(ctx context.Context, advs []Advertisement) err
 			errs = append(errs, err)
 			continue
 		}
-		if nh, dup := want[a.Prefix]; dup {
-			if nh != a.NextHop {
-				errs = append(errs, fmt.Errorf("advertisement %s: listed with next hops %v and %v; keeping the first", a.Prefix, nh, a.NextHop))
+		w := advertised{nextHop: a.NextHop, communities: sortedCommunities(a.Communities)}
+		if have, dup := want[a.Prefix]; dup {
+			if !have.equal(w) {
+				errs = append(errs, fmt.Errorf("advertisement %s: listed twice with different next hops or communities; keeping the first", a.Prefix))
 			}
 			continue
 		}
-		want[a.Prefix] = a.NextHop
+		want[a.Prefix] = w
 	}
 
-	withdrawn, announced := 0, 0
-	for p, nh := range b.advs {
-		if _, keep := want[p]; keep {
-			continue
+	// One call each for the withdrawals and the announcements: GoBGP
+	// handles a call's paths in one pass of its management loop.
+	var gone, added []*apiutil.Path
+	var goneP, addedP []netip.Prefix
+	for p, have := range b.advs {
+		if _, keep := want[p]; !keep {
+			gone, goneP = append(gone, nativePath(p, have)), append(goneP, p)
 		}
-		path, err := apiPath(p, nh)
-		if err == nil {
-			err = srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path})
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("withdraw %s: %w", p, err))
-			continue
-		}
-		delete(b.advs, p)
-		withdrawn++
 	}
-	for p, nh := range want {
-		if have, ok := b.advs[p]; ok && have == nh {
-			continue
-		}
+	for p, w := range want {
 		// A new path for a prefix we announce replaces the old one (same
-		// source), so a next-hop change is one AddPath.
-		path, err := apiPath(p, nh)
-		if err == nil {
-			_, err = srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: path})
+		// source), so a change of next hop or communities is one AddPath.
+		if have, ok := b.advs[p]; !ok || !have.equal(w) {
+			added, addedP = append(added, nativePath(p, w)), append(addedP, p)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("announce %s via %v: %w", p, nh, err))
-			continue
-		}
-		b.advs[p] = nh
-		announced++
 	}
-	if withdrawn+announced > 0 {
-		b.log.Debug("bgp advertisements updated", "announced", announced, "withdrawn", withdrawn, "total", len(b.advs))
+	if len(gone) > 0 {
+		if err := srv.DeletePath(apiutil.DeletePathRequest{Paths: gone}); err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %v: %w", goneP, err))
+		} else {
+			for _, p := range goneP {
+				delete(b.advs, p)
+			}
+		}
+	}
+	if len(added) > 0 {
+		resps, err := srv.AddPath(apiutil.AddPathRequest{Paths: added})
+		for i, p := range addedP {
+			switch {
+			case i < len(resps) && resps[i].Error != nil:
+				errs = append(errs, fmt.Errorf("announce %s: %w", p, resps[i].Error))
+			case err != nil && len(resps) == 0:
+				errs = append(errs, fmt.Errorf("announce %s: %w", p, err))
+			default:
+				b.advs[p] = want[p]
+			}
+		}
+	}
+	if len(gone)+len(added) > 0 {
+		b.log.Debug("bgp advertisements updated", "announced", len(added), "withdrawn", len(gone), "total", len(b.advs))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bgp set advertisements: %w", err)
@@ -77,37 +95,38 @@ func (b *goBGP) SetAdvertisements(ctx context.Context, advs []Advertisement) err
 	return nil
 }
 
-// apiPath builds the GoBGP path for one of our prefixes. An invalid next
-// hop becomes the unspecified address, which GoBGP replaces with the
-// session's local address (next hop self).
-func apiPath(p netip.Prefix, nh netip.Addr) (*api.Path, error) {
-	f := familyOf(p)
-	nlri, err := anypb.New(&api.IPAddressPrefix{Prefix: p.Addr().String(), PrefixLen: uint32(p.Bits())})
-	if err != nil {
-		return nil, err
+func sortedCommunities(cs []uint32) []uint32 {
+	if len(cs) == 0 {
+		return nil
 	}
-	origin, err := anypb.New(&api.OriginAttribute{Origin: 0}) // IGP
-	if err != nil {
-		return nil, err
-	}
-	var hop *anypb.Any
-	if f == IPv4Unicast {
+	out := slices.Clone(cs)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// nativePath builds GoBGP's path for one of our prefixes, without any
+// protobuf. An invalid next hop becomes the unspecified address, which
+// GoBGP replaces with the session's local address (next hop self).
+func nativePath(p netip.Prefix, a advertised) *apiutil.Path {
+	nlri, _ := gobgp.NewIPAddrPrefix(p) // p is valid: validate checked it
+	attrs := []gobgp.PathAttributeInterface{gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	nh, fam := a.nextHop, gobgp.RF_IPv4_UC
+	if p.Addr().Is4() {
 		if !nh.IsValid() {
 			nh = netip.IPv4Unspecified()
 		}
-		hop, err = anypb.New(&api.NextHopAttribute{NextHop: nh.String()})
+		hop, _ := gobgp.NewPathAttributeNextHop(nh)
+		attrs = append(attrs, hop)
 	} else {
 		if !nh.IsValid() {
 			nh = netip.IPv6Unspecified()
 		}
-		hop, err = anypb.New(&api.MpReachNLRIAttribute{
-			Family:   apiFamily(f),
-			NextHops: []string{nh.String()},
-			Nlris:    []*anypb.Any{nlri},
-		})
+		fam = gobgp.RF_IPv6_UC
+		mp, _ := gobgp.NewPathAttributeMpReachNLRI(fam, []gobgp.PathNLRI{{NLRI: nlri}}, nh)
+		attrs = append(attrs, mp)
 	}
-	if err != nil {
-		return nil, err
+	if len(a.communities) > 0 {
+		attrs = append(attrs, gobgp.NewPathAttributeCommunities(a.communities))
 	}
-	return &api.Path{Family: apiFamily(f), Nlri: nlri, Pattrs: []*anypb.Any{origin, hop}}, nil
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, Age: time.Now().Unix()}
 }

@@ -7,7 +7,8 @@ import (
 	"net/netip"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 func (b *goBGP) SetPeers(ctx context.Context, peers []Peer) error {
@@ -134,6 +135,23 @@ func apiFamily(f Family) *api.Family {
 		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 	}
 	return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+}
+
+func nativeFamily(f Family) gobgp.Family {
+	if f == IPv6Unicast {
+		return gobgp.RF_IPv6_UC
+	}
+	return gobgp.RF_IPv4_UC
+}
+
+func familyFromNative(f gobgp.Family) (Family, bool) {
+	switch f {
+	case gobgp.RF_IPv4_UC:
+		return IPv4Unicast, true
+	case gobgp.RF_IPv6_UC:
+		return IPv6Unicast, true
+	}
+	return 0, false
 }
 
 // familyFromAPI maps GoBGP's family back; ok is false for families the

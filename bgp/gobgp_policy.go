@@ -3,8 +3,8 @@ package bgp
 import (
 	"context"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 const (
@@ -37,7 +37,7 @@ func installPolicies(ctx context.Context, srv *server.BgpServer, asn uint32) err
 		Statements: []*api.Statement{{
 			Name:       exportPolicyName + "-external",
 			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_EXTERNAL},
-			Actions:    &api.Actions{RouteAction: api.RouteAction_REJECT},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
 		}},
 	}})
 	if err != nil {
@@ -45,9 +45,9 @@ func installPolicies(ctx context.Context, srv *server.BgpServer, asn uint32) err
 	}
 	err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name:          "global",
-		Direction:     api.PolicyDirection_EXPORT,
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
 		Policies:      []*api.Policy{{Name: exportPolicyName}},
-		DefaultAction: api.RouteAction_ACCEPT,
+		DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
 	}})
 	if err != nil {
 		return err
@@ -58,7 +58,7 @@ func installPolicies(ctx context.Context, srv *server.BgpServer, asn uint32) err
 			Name:       importPolicyName + "-external",
 			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_EXTERNAL},
 			Actions: &api.Actions{
-				RouteAction: api.RouteAction_NONE,
+				RouteAction: api.RouteAction_ROUTE_ACTION_UNSPECIFIED,
 				AsPrepend:   &api.AsPrependAction{Asn: asn, Repeat: 1},
 			},
 		}},
@@ -68,9 +68,9 @@ func installPolicies(ctx context.Context, srv *server.BgpServer, asn uint32) err
 	}
 	return srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name:          "global",
-		Direction:     api.PolicyDirection_IMPORT,
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
 		Policies:      []*api.Policy{{Name: importPolicyName}},
-		DefaultAction: api.RouteAction_ACCEPT,
+		DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
 	}})
 }
 

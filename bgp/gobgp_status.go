@@ -7,16 +7,18 @@ import (
 	"slices"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 var sessionStates = map[api.PeerState_SessionState]SessionState{
-	api.PeerState_IDLE:        StateIdle,
-	api.PeerState_CONNECT:     StateConnect,
-	api.PeerState_ACTIVE:      StateActive,
-	api.PeerState_OPENSENT:    StateOpenSent,
-	api.PeerState_OPENCONFIRM: StateOpenConfirm,
-	api.PeerState_ESTABLISHED: StateEstablished,
+	api.PeerState_SESSION_STATE_IDLE:        StateIdle,
+	api.PeerState_SESSION_STATE_CONNECT:     StateConnect,
+	api.PeerState_SESSION_STATE_ACTIVE:      StateActive,
+	api.PeerState_SESSION_STATE_OPENSENT:    StateOpenSent,
+	api.PeerState_SESSION_STATE_OPENCONFIRM: StateOpenConfirm,
+	api.PeerState_SESSION_STATE_ESTABLISHED: StateEstablished,
 }
 
 func (b *goBGP) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
@@ -81,11 +83,7 @@ func fillStatus(st *PeerStatus, ap *api.Peer) {
 		s := af.GetState()
 		st.PrefixesReceived += s.GetReceived()
 		st.PrefixesAccepted += s.GetAccepted()
-		adv := s.GetAdvertised()
-		if negotiated && adv > 0 {
-			adv-- // GoBGP counts the End-of-RIB marker it would send
-		}
-		st.PrefixesAdvertised += adv
+		st.PrefixesAdvertised += s.GetAdvertised()
 	}
 }
 
@@ -96,8 +94,8 @@ func remoteFamilies(ap *api.Peer) map[Family]bool {
 	out := map[Family]bool{}
 	announced := false
 	for _, c := range ap.GetState().GetRemoteCap() {
-		var mp api.MultiProtocolCapability
-		if c.UnmarshalTo(&mp) != nil {
+		mp := c.GetMultiProtocol()
+		if mp == nil {
 			continue
 		}
 		announced = true
@@ -122,10 +120,13 @@ func (b *goBGP) RIB(ctx context.Context) ([]RIBEntry, error) {
 	}
 	var out []RIBEntry
 	for _, f := range families {
-		err := srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: apiFamily(f)},
-			func(d *api.Destination) { out = append(out, destinationEntries(d, localAS)...) })
+		err := srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: nativeFamily(f)},
+			func(_ gobgp.NLRI, paths []*apiutil.Path) { out = append(out, destinationEntries(paths, localAS)...) })
 		if err != nil {
 			return nil, fmt.Errorf("bgp rib %s: %w", f, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("bgp rib: %w", err)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b RIBEntry) int {
@@ -140,34 +141,35 @@ func (b *goBGP) RIB(ctx context.Context) ([]RIBEntry, error) {
 // destinationEntries lists a destination's paths. GoBGP sorts them best
 // first; the ones ranking equal to the best are its ECMP set (ListPath's
 // own Best flag marks only the first).
-func destinationEntries(d *api.Destination, localAS uint32) []RIBEntry {
+func destinationEntries(paths []*apiutil.Path, localAS uint32) []RIBEntry {
 	var out []RIBEntry
 	var best pathRank
-	for i, p := range d.GetPaths() {
+	for i, p := range paths {
 		pfx, ok := pathPrefix(p)
 		if !ok {
 			continue
 		}
-		at := readAttrs(p, true)
-		src := pathSource(p)
+		at := readAttrs(p)
+		src := p.PeerAddress.Unmap()
 		rank := pathRank{
-			local: !src.IsValid(), ibgp: p.SourceAsn == localAS && p.SourceAsn != 0,
+			local: !src.IsValid(), ibgp: p.PeerASN == localAS && p.PeerASN != 0,
 			localPref: at.localPref, asPathLen: at.asPathLen, origin: at.origin, med: at.med,
 		}
 		if i == 0 {
 			best = rank
 		}
 		e := RIBEntry{
-			Prefix:  pfx,
-			NextHop: at.nextHop,
-			Peer:    src,
-			Local:   !src.IsValid(),
-			Best:    !p.IsWithdraw && !p.IsNexthopInvalid && (i == 0 || rank == best),
-			Stale:   p.Stale,
-			ASPath:  withoutExternalMark(at.asPath, localAS, src.IsValid() && !rank.ibgp),
+			Prefix:      pfx,
+			NextHop:     at.nextHop,
+			Peer:        src,
+			Local:       !src.IsValid(),
+			Best:        !p.Withdrawal && !p.IsNexthopInvalid && (i == 0 || rank == best),
+			Stale:       p.Stale,
+			ASPath:      withoutExternalMark(at.asPath, localAS, src.IsValid() && !rank.ibgp),
+			Communities: at.communities,
 		}
-		if p.GetAge() != nil {
-			e.Since = p.GetAge().AsTime().Truncate(time.Second)
+		if p.Age > 0 {
+			e.Since = time.Unix(p.Age, 0)
 		}
 		out = append(out, e)
 	}
@@ -180,5 +182,6 @@ type pathRank struct {
 	local, ibgp bool
 	localPref   uint32
 	asPathLen   int
-	origin, med uint32
+	origin      uint8
+	med         uint32
 }

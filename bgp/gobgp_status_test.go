@@ -3,8 +3,7 @@ package bgp
 import (
 	"testing"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"google.golang.org/protobuf/types/known/anypb"
+	api "github.com/osrg/gobgp/v4/api"
 )
 
 // A dual-stack speaker configures both families on every session; a peer
@@ -14,12 +13,8 @@ import (
 func TestFillStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
 	v4 := apiFamily(IPv4Unicast)
 	v6 := apiFamily(IPv6Unicast)
-	mp := func(f *api.Family) *anypb.Any {
-		a, err := anypb.New(&api.MultiProtocolCapability{Family: f})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
+	mp := func(f *api.Family) *api.Capability {
+		return &api.Capability{Cap: &api.Capability_MultiProtocol{MultiProtocol: &api.MultiProtocolCapability{Family: f}}}
 	}
 	afi := func(f *api.Family, received, advertised uint64, grReceived bool) *api.AfiSafi {
 		return &api.AfiSafi{
@@ -28,13 +23,13 @@ func TestFillStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
 			MpGracefulRestart: &api.MpGracefulRestart{State: &api.MpGracefulRestartState{Received: grReceived}},
 		}
 	}
-	peer := func(caps ...*anypb.Any) *api.Peer {
+	peer := func(caps ...*api.Capability) *api.Peer {
 		return &api.Peer{
-			State:           &api.PeerState{SessionState: api.PeerState_ESTABLISHED, RemoteCap: caps},
+			State:           &api.PeerState{SessionState: api.PeerState_SESSION_STATE_ESTABLISHED, RemoteCap: caps},
 			GracefulRestart: &api.GracefulRestart{Enabled: true},
-			// 3 IPv4 prefixes plus End-of-RIB; the IPv6 family only the
-			// End-of-RIB GoBGP would send.
-			AfiSafis: []*api.AfiSafi{afi(v4, 1, 4, true), afi(v6, 0, 1, false)},
+			// 3 IPv4 prefixes; the IPv6 family the one prefix GoBGP
+			// would send if the peer had negotiated it.
+			AfiSafis: []*api.AfiSafi{afi(v4, 1, 3, true), afi(v6, 0, 1, false)},
 		}
 	}
 	cases := []struct {

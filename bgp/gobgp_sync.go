@@ -8,8 +8,10 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // syncTracker closes done when the initial routing information is in:
@@ -46,13 +48,9 @@ func newSyncTracker(log *slog.Logger) *syncTracker {
 }
 
 func (t *syncTracker) start(ctx context.Context, srv *server.BgpServer, deadline time.Duration) error {
-	req := &api.WatchEventRequest{
-		Peer: &api.WatchEventRequest_Peer{},
-		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
-			{Type: api.WatchEventRequest_Table_Filter_EOR},
-		}},
-	}
-	if err := srv.WatchEvent(ctx, req, t.onEvent); err != nil {
+	err := srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: t.onPeer, OnPathEor: t.onEOR},
+		server.WatchPeer(), server.WatchEor(false))
+	if err != nil {
 		return err
 	}
 	t.mu.Lock()
@@ -62,40 +60,43 @@ func (t *syncTracker) start(ctx context.Context, srv *server.BgpServer, deadline
 	return nil
 }
 
-// onEvent runs on GoBGP's watch goroutine; it only updates the bookkeeping
-// and pokes the loop. Peer-state and End-of-RIB events come through one
-// watch, in order, so a session's End-of-RIB never precedes its Established.
-func (t *syncTracker) onEvent(r *api.WatchEventResponse) {
-	if pe := r.GetPeer(); pe != nil && pe.Type == api.WatchEventResponse_PeerEvent_STATE {
-		addr, err := netip.ParseAddr(pe.GetPeer().GetState().GetNeighborAddress())
-		if err != nil {
-			return
-		}
-		t.mu.Lock()
-		if pe.GetPeer().GetState().GetSessionState() == api.PeerState_ESTABLISHED {
-			t.eor[addr.Unmap()] = map[Family]bool{}
-		} else {
-			delete(t.eor, addr.Unmap())
-		}
-		t.mu.Unlock()
-		t.poke()
+// onPeer and onEOR run on GoBGP's watch goroutine; they only update the
+// bookkeeping and poke the loop. Peer-state and End-of-RIB events come
+// through one watch, in order, so a session's End-of-RIB never precedes
+// its Established.
+func (t *syncTracker) onPeer(pe *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if pe.Type != apiutil.PEER_EVENT_STATE && pe.Type != apiutil.PEER_EVENT_INIT {
+		return
 	}
-	if tb := r.GetTable(); tb != nil {
-		t.mu.Lock()
-		for _, p := range tb.Paths {
-			fam, ok := familyFromAPI(p.GetFamily())
-			addr := pathSource(p)
-			if p.GetNlri() != nil || !ok || !addr.IsValid() {
-				continue
-			}
-			if t.eor[addr] == nil {
-				t.eor[addr] = map[Family]bool{}
-			}
-			t.eor[addr][fam] = true
-		}
-		t.mu.Unlock()
-		t.poke()
+	addr := pe.Peer.State.NeighborAddress.Unmap()
+	if !addr.IsValid() {
+		return
 	}
+	t.mu.Lock()
+	if pe.Peer.State.SessionState == gobgp.BGP_FSM_ESTABLISHED {
+		if t.eor[addr] == nil || pe.Type == apiutil.PEER_EVENT_STATE {
+			t.eor[addr] = map[Family]bool{}
+		}
+	} else {
+		delete(t.eor, addr)
+	}
+	t.mu.Unlock()
+	t.poke()
+}
+
+func (t *syncTracker) onEOR(p *apiutil.Path, _ time.Time) {
+	fam, ok := familyFromNative(p.Family)
+	addr := p.PeerAddress.Unmap()
+	if !ok || !addr.IsValid() {
+		return
+	}
+	t.mu.Lock()
+	if t.eor[addr] == nil {
+		t.eor[addr] = map[Family]bool{}
+	}
+	t.eor[addr][fam] = true
+	t.mu.Unlock()
+	t.poke()
 }
 
 func (t *syncTracker) poke() {
@@ -189,7 +190,7 @@ func (t *syncTracker) evaluate(ctx context.Context, srv *server.BgpServer) (bool
 	var waiting []string
 	for _, a := range peers {
 		p := state[a]
-		if p == nil || p.GetState().GetSessionState() != api.PeerState_ESTABLISHED {
+		if p == nil || p.GetState().GetSessionState() != api.PeerState_SESSION_STATE_ESTABLISHED {
 			waiting = append(waiting, a.String()+" (not established)")
 			continue
 		}

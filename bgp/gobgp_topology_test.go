@@ -29,7 +29,7 @@ func TestGoBGPRouteReflectorFromDesiredPeers(t *testing.T) {
 
 	speakers := map[string]*testSpeaker{}
 	for _, node := range nodes {
-		g, err := GlobalFor(node, cfg)
+		g, err := GlobalFor(node, cfg, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

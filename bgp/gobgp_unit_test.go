@@ -4,97 +4,148 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
-	api "github.com/osrg/gobgp/v3/api"
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
-	"google.golang.org/protobuf/types/known/anypb"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
-// learnedPath builds a GoBGP path as a best-path watch delivers it.
-func learnedPath(t *testing.T, prefix, nextHop, from string, mods ...func(*api.Path)) *api.Path {
-	t.Helper()
-	p, err := apiPath(pfx(prefix), ip(nextHop))
-	if err != nil {
-		t.Fatal(err)
+// learnedPath builds a GoBGP path as a best-path watch delivers it; from
+// "" is a path this speaker originated.
+func learnedPath(prefix, nextHop, from string, mods ...func(*apiutil.Path)) *apiutil.Path {
+	p := nativePath(pfx(prefix), advertised{nextHop: ip(nextHop)})
+	if from != "" {
+		p.PeerAddress, p.PeerASN = ip(from), 64512
 	}
-	p.NeighborIp = from
 	for _, m := range mods {
 		m(p)
 	}
 	return p
 }
 
-func withdrawn(p *api.Path) { p.IsWithdraw = true }
+func withdrawn(p *apiutil.Path) { p.Withdrawal = true }
 
-func originator(t *testing.T, id string) func(*api.Path) {
-	return func(p *api.Path) {
-		a, err := anypb.New(&api.OriginatorIdAttribute{Id: id})
+func originator(id string) func(*apiutil.Path) {
+	return func(p *apiutil.Path) {
+		a, err := gobgp.NewPathAttributeOriginatorId(ip(id))
 		if err != nil {
-			t.Fatal(err)
+			panic(err)
 		}
-		p.Pattrs = append(p.Pattrs, a)
+		p.Attrs = append(p.Attrs, a)
 	}
 }
 
-func TestBestPathsToRoutes(t *testing.T) {
-	paths := []*api.Path{
-		learnedPath(t, "10.244.1.0/26", "10.0.0.2", "10.0.0.2"),
+func aspath(asns ...uint32) func(*apiutil.Path) {
+	return func(p *apiutil.Path) {
+		p.Attrs = append(p.Attrs, gobgp.NewPathAttributeAsPath([]gobgp.AsPathParamInterface{
+			gobgp.NewAs4PathParam(gobgp.BGP_ASPATH_ATTR_TYPE_SEQ, asns)}))
+		p.PeerASN = asns[0]
+	}
+}
+
+// routesOf folds events into a fresh table, as a subscriber does.
+func routesOf(events ...[]*apiutil.Path) map[netip.Prefix][]netip.Addr {
+	t := newBestTable()
+	for _, ev := range events {
+		t.foldChanges(decodeBest(nil, ev, ip("10.0.0.1")))
+	}
+	return t.routes()
+}
+
+func TestBestSetsFromASnapshot(t *testing.T) {
+	got := routesOf([]*apiutil.Path{
+		learnedPath("10.244.1.0/26", "10.0.0.2", "10.0.0.2"),
 		// ECMP: two best paths, listed out of order, one next hop twice.
-		learnedPath(t, "10.96.0.10/32", "10.0.0.3", "10.0.0.3"),
-		learnedPath(t, "10.96.0.10/32", "10.0.0.2", "10.0.0.2"),
-		learnedPath(t, "10.96.0.10/32", "10.0.0.3", "10.0.0.9"),
+		learnedPath("10.96.0.10/32", "10.0.0.3", "10.0.0.3"),
+		learnedPath("10.96.0.10/32", "10.0.0.2", "10.0.0.2"),
+		learnedPath("10.96.0.10/32", "10.0.0.3", "10.0.0.9"),
 		// Our own path: GoBGP reports no source.
-		learnedPath(t, "10.244.0.0/26", "10.0.0.1", "<nil>"),
+		learnedPath("10.244.0.0/26", "10.0.0.1", ""),
 		// Reflected back to us.
-		learnedPath(t, "10.244.7.0/26", "10.0.0.1", "10.0.0.5", originator(t, "10.0.0.1")),
-		// Withdrawn.
-		learnedPath(t, "10.244.2.0/26", "10.0.0.2", "10.0.0.2", withdrawn),
+		learnedPath("10.244.7.0/26", "10.0.0.1", "10.0.0.5", originator("10.0.0.1")),
 		// IPv6 through MP_REACH.
-		learnedPath(t, "fd00:10:244:1::/122", "fd00::2", "10.0.0.2"),
+		learnedPath("fd00:10:244:1::/122", "fd00::2", "10.0.0.2"),
 		// Not a unicast prefix: ignored.
-		{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_FLOW_SPEC_UNICAST}},
+		{Family: gobgp.RF_FS_IPv4_UC},
+	})
+	want := routes(
+		"10.244.1.0/26", addrs(ip("10.0.0.2")),
+		"10.96.0.10/32", addrs(ip("10.0.0.2"), ip("10.0.0.3")),
+		"fd00:10:244:1::/122", addrs(ip("fd00::2")),
+	)
+	if err := routesEqual(got, want); err != nil {
+		t.Error(err)
 	}
-	got := bestPathsToRoutes(paths, "10.0.0.1")
-	want := map[string]string{
-		"10.244.1.0/26":       "[10.0.0.2]",
-		"10.96.0.10/32":       "[10.0.0.2 10.0.0.3]",
-		"10.244.0.0/26":       "[]",
-		"10.244.7.0/26":       "[]",
-		"10.244.2.0/26":       "[]",
-		"fd00:10:244:1::/122": "[fd00::2]",
+}
+
+// Later events are deltas: a path joins or leaves a prefix's best set.
+// The fold reports only prefixes whose next hops changed, a withdrawn one
+// as nil, and shares equal single next hops.
+func TestBestSetDeltas(t *testing.T) {
+	tb := newBestTable()
+	fold := func(paths ...*apiutil.Path) map[netip.Prefix][]netip.Addr {
+		return tb.foldChanges(decodeBest(nil, paths, ip("10.0.0.1")))
 	}
-	if len(got) != len(want) {
-		t.Errorf("got %d prefixes, want %d: %v", len(got), len(want), got)
-	}
-	for p, w := range want {
-		nhs, ok := got[pfx(p)]
-		if !ok {
-			t.Errorf("%s missing", p)
-			continue
+	show := func(m map[netip.Prefix][]netip.Addr) string {
+		var parts []string
+		for _, p := range sortedKeys(m) {
+			parts = append(parts, fmt.Sprintf("%s=%v", p, m[p]))
 		}
-		if g := fmt.Sprint(nhs); g != w {
-			t.Errorf("%s via %s, want %s", p, g, w)
+		return strings.Join(parts, " ")
+	}
+	steps := []struct {
+		paths []*apiutil.Path
+		want  string
+	}{
+		{[]*apiutil.Path{learnedPath("10.96.0.1/32", "10.0.0.2", "10.0.0.2"), learnedPath("10.96.0.2/32", "10.0.0.2", "10.0.0.2")},
+			"10.96.0.1/32=[10.0.0.2] 10.96.0.2/32=[10.0.0.2]"},
+		// A second peer joins the set of .1: ECMP.
+		{[]*apiutil.Path{learnedPath("10.96.0.1/32", "10.0.0.3", "10.0.0.3")}, "10.96.0.1/32=[10.0.0.2 10.0.0.3]"},
+		// The same path again changes nothing.
+		{[]*apiutil.Path{learnedPath("10.96.0.1/32", "10.0.0.3", "10.0.0.3")}, ""},
+		// One leaves.
+		{[]*apiutil.Path{learnedPath("10.96.0.1/32", "10.0.0.2", "10.0.0.2", withdrawn)}, "10.96.0.1/32=[10.0.0.3]"},
+		// Our own path becomes best: GoBGP withdraws the learned one from
+		// the set and adds ours; the prefix is no longer learned.
+		{[]*apiutil.Path{learnedPath("10.96.0.2/32", "10.0.0.2", "10.0.0.2", withdrawn), learnedPath("10.96.0.2/32", "10.0.0.1", "")},
+			"10.96.0.2/32=[]"},
+		// A withdrawal of something never learned is nothing.
+		{[]*apiutil.Path{learnedPath("10.96.0.9/32", "10.0.0.2", "10.0.0.2", withdrawn)}, ""},
+		// A path replaced by its source with a new next hop.
+		{[]*apiutil.Path{learnedPath("10.96.0.1/32", "10.0.0.7", "10.0.0.3")}, "10.96.0.1/32=[10.0.0.7]"},
+	}
+	for i, s := range steps {
+		if got := show(fold(s.paths...)); got != s.want {
+			t.Errorf("step %d: %q, want %q", i, got, s.want)
 		}
 	}
+	a := fold(learnedPath("10.96.1.1/32", "10.0.0.5", "10.0.0.5"))
+	b := fold(learnedPath("10.96.1.2/32", "10.0.0.5", "10.0.0.5"))
+	if &a[pfx("10.96.1.1/32")][0] != &b[pfx("10.96.1.2/32")][0] {
+		t.Error("equal single next hops were not shared")
+	}
+}
+
+func sortedKeys(m map[netip.Prefix][]netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	return out
 }
 
 func TestDestinationEntriesMarksECMP(t *testing.T) {
-	aspath := func(asns ...uint32) func(*api.Path) {
-		return func(p *api.Path) {
-			a, _ := anypb.New(&api.AsPathAttribute{Segments: []*api.AsSegment{{Type: api.AsSegment_AS_SEQUENCE, Numbers: asns}}})
-			p.Pattrs = append(p.Pattrs, a)
-			p.SourceAsn = asns[0]
-		}
+	paths := []*apiutil.Path{
+		learnedPath("10.96.0.0/24", "10.0.0.2", "10.0.0.2", aspath(65000)),
+		learnedPath("10.96.0.0/24", "10.0.0.3", "10.0.0.3", aspath(65001)),
+		learnedPath("10.96.0.0/24", "10.0.0.4", "10.0.0.4", aspath(65002, 65003)),
 	}
-	d := &api.Destination{Prefix: "10.96.0.0/24", Paths: []*api.Path{
-		learnedPath(t, "10.96.0.0/24", "10.0.0.2", "10.0.0.2", aspath(65000)),
-		learnedPath(t, "10.96.0.0/24", "10.0.0.3", "10.0.0.3", aspath(65001)),
-		learnedPath(t, "10.96.0.0/24", "10.0.0.4", "10.0.0.4", aspath(65002, 65003)),
-	}}
 	var got []string
-	for _, e := range destinationEntries(d, 64512) {
+	for _, e := range destinationEntries(paths, 64512) {
 		got = append(got, fmt.Sprintf("%s best=%v as=%v", e.NextHop, e.Best, e.ASPath))
 	}
 	want := "10.0.0.2 best=true as=[65000]; 10.0.0.3 best=true as=[65001]; 10.0.0.4 best=false as=[65002 65003]"
@@ -103,28 +154,17 @@ func TestDestinationEntriesMarksECMP(t *testing.T) {
 	}
 }
 
-func TestGoBGPLoggerAdapter(t *testing.T) {
+func TestGoBGPLoggerQuietsExpectedMessages(t *testing.T) {
 	var buf bytes.Buffer
-	l := newGoBGPLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if l.GetLevel() != gobgplog.InfoLevel {
-		t.Errorf("level %v, want info", l.GetLevel())
-	}
-	l.Warn("cannot set TTL (255) for TCPListener", gobgplog.Fields{"Key": "x"})
-	l.Debug("noise", nil)
-	l.Warn("Peer Down", gobgplog.Fields{"Topic": "Peer", "Key": "10.0.0.2", gobgplog.FieldFacility: "x"})
+	l := goBGPLogger(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	l.Warn("cannot set TTL (255) for TCPListener", "Key", "x")
+	l.Debug("noise")
+	l.Warn("Peer Down", "Topic", "Peer", "Key", "10.0.0.2")
 	out := buf.String()
 	if strings.Contains(out, "TTL") || strings.Contains(out, "noise") {
 		t.Errorf("debug-level messages logged at info:\n%s", out)
 	}
-	if !strings.Contains(out, `level=WARN msg="Peer Down" component=gobgp Key=10.0.0.2 Topic=Peer`) || strings.Contains(out, "_facility") {
+	if !strings.Contains(out, `level=WARN msg="Peer Down" component=gobgp Topic=Peer Key=10.0.0.2`) {
 		t.Errorf("warning not logged as expected:\n%s", out)
 	}
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Error("Panic did not panic")
-			}
-		}()
-		l.Panic("code logic bug", nil)
-	}()
 }

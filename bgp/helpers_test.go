@@ -64,27 +64,40 @@ func loopbackNet(n int) []netip.Addr {
 	return out
 }
 
-// freePort finds a TCP port that is free on every address.
+// freePort returns a TCP port that the test's speakers and BIRDs can bind
+// on addrs, and keeps it theirs: it holds a listener on 127.0.0.1 at that
+// port until the test ends. While that listener exists, nothing can bind
+// the port on a wildcard address (0.0.0.0 or [::]): the kernel refuses a
+// wildcard bind that overlaps a listening socket. The test's own addresses
+// (loopbackNet's random 127.A.B.x) are nobody else's, so between this call
+// and the components' binds no other process can take the port from them.
+// Each address is also tried once, for a holder that was there before.
 func freePort(t testing.TB, addrs ...netip.Addr) int {
 	t.Helper()
 	for range 50 {
 		port := 20000 + rand.IntN(12000) // below the ephemeral range
+		hold, err := net.Listen("tcp", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)).String())
+		if err != nil {
+			continue
+		}
 		ok := true
-		var ls []net.Listener
 		for _, a := range addrs {
+			if a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+				t.Fatal("freePort: 127.0.0.1 holds the reservation; give the test its own loopback addresses")
+			}
 			l, err := net.Listen("tcp", netip.AddrPortFrom(a, uint16(port)).String())
 			if err != nil {
 				ok = false
 				break
 			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
 			l.Close()
 		}
-		if ok {
-			return port
+		if !ok {
+			hold.Close()
+			continue
 		}
+		t.Cleanup(func() { hold.Close() })
+		return port
 	}
 	t.Fatal("no free port found")
 	return 0

@@ -217,9 +217,11 @@ func bgpPeerApplies(bp *datastore.BGPPeer, self *datastore.Node) bool {
 
 // GlobalFor computes the speaker's global configuration for node self: AS
 // from the node or BGPConfig, router ID from the node's routerID or
-// address, BGPConfig's listen port and graceful restart, and IPv6 unicast
-// besides IPv4 when the node has an IPv6 address.
-func GlobalFor(self *datastore.Node, cfg *datastore.BGPConfigSpec) (Global, error) {
+// address, graceful restart from BGPConfig, and IPv6 unicast besides IPv4
+// when the node has an IPv6 address. The listen port is portFlag (the
+// agent's --bgp-port) unless that is 0 or the default 179, in which case
+// BGPConfig's listenPort decides. The result is validated.
+func GlobalFor(self *datastore.Node, cfg *datastore.BGPConfigSpec, portFlag int) (Global, error) {
 	if self == nil {
 		return Global{}, fmt.Errorf("no node given")
 	}
@@ -228,10 +230,14 @@ func GlobalFor(self *datastore.Node, cfg *datastore.BGPConfigSpec) (Global, erro
 	if self.Spec.RouterID != "" {
 		rid = parseHostAddr(self.Spec.RouterID)
 	}
+	port := portFlag
+	if port == 0 || port == DefaultPort {
+		port = cfg.EffectiveListenPort()
+	}
 	g := Global{
 		ASN:        nodeAS(self, cfg),
 		RouterID:   rid,
-		ListenPort: cfg.EffectiveListenPort(),
+		ListenPort: port,
 		GracefulRestart: GracefulRestart{
 			Enabled:     cfg.GracefulRestartEnabled(),
 			RestartTime: time.Duration(cfg.GracefulRestartTime()) * time.Second,

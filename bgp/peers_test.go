@@ -309,6 +309,7 @@ func TestGlobalFor(t *testing.T) {
 		name    string
 		self    *datastore.Node
 		cfg     *datastore.BGPConfigSpec
+		port    int
 		want    string
 		wantErr string
 	}{
@@ -329,12 +330,23 @@ func TestGlobalFor(t *testing.T) {
 			self: node("a", "198.18.0.1", nodeASN(65001), ipv6("fd00::1"), func(n *datastore.Node) { n.Spec.RouterID = "10.0.0.1" }),
 			want: "as=65001 id=10.0.0.1 port=179 gr=true/2m0s families=[ipv4-unicast ipv6-unicast]",
 		},
+		{
+			name: "the agent's --bgp-port wins over BGPConfig unless it is the default",
+			self: node("a", "198.18.0.1"), cfg: &datastore.BGPConfigSpec{ListenPort: 1790}, port: 1791,
+			want: "as=64512 id=198.18.0.1 port=1791 gr=true/2m0s families=[ipv4-unicast]",
+		},
+		{
+			name: "--bgp-port 179 defers to BGPConfig",
+			self: node("a", "198.18.0.1"), cfg: &datastore.BGPConfigSpec{ListenPort: 1790}, port: 179,
+			want: "as=64512 id=198.18.0.1 port=1790 gr=true/2m0s families=[ipv4-unicast]",
+		},
 		{name: "no address", self: node("a", ""), wantErr: "router ID is missing"},
+		{name: "reserved AS", self: node("a", "198.18.0.1", nodeASN(23456)), wantErr: "reserved"},
 		{name: "nil node", self: nil, wantErr: "no node"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			g, err := GlobalFor(tc.self, tc.cfg)
+			g, err := GlobalFor(tc.self, tc.cfg, tc.port)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -393,30 +405,6 @@ func TestValidate(t *testing.T) {
 	} {
 		if err := tc.p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.p, err, tc.want)
-		}
-	}
-}
-
-func TestIsSessionConn(t *testing.T) {
-	peers := []Peer{
-		{Address: ip("10.0.0.2"), ASN: 1, Port: 1790, LocalAddress: ip("10.0.0.1")},
-		{Address: ip("10.0.0.3"), ASN: 1},
-	}
-	ap := netip.MustParseAddrPort
-	for _, tc := range []struct {
-		local, remote string
-		want          bool
-	}{
-		{"10.0.0.1:40000", "10.0.0.2:1790", true},  // we dialled
-		{"10.0.0.1:179", "10.0.0.2:40000", true},   // we accepted
-		{"10.0.0.9:40000", "10.0.0.2:1790", false}, // another source: not this session
-		{"10.0.0.1:40000", "10.0.0.2:179", false},  // another port of the peer
-		{"10.0.0.1:40000", "10.0.0.3:179", true},
-		{"10.0.0.1:2379", "10.0.0.3:40000", false}, // etcd, not BGP
-		{"10.0.0.1:40000", "10.0.0.4:179", false},  // not a peer
-	} {
-		if got := isSessionConn(peers, 179, ap(tc.local), ap(tc.remote)); got != tc.want {
-			t.Errorf("isSessionConn(%s → %s) = %v, want %v", tc.local, tc.remote, got, tc.want)
 		}
 	}
 }

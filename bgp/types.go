@@ -223,6 +223,8 @@ type Advertisement struct {
 	// of the prefix's family. Unset means the session's local address,
 	// which only works when the session is of the prefix's family.
 	NextHop netip.Addr
+	// Communities are attached to the path (RFC 1997, as AS<<16|value).
+	Communities []uint32
 }
 
 func (a *Advertisement) validate(g *Global) error {
@@ -290,9 +292,10 @@ type RIBEntry struct {
 	// Best marks the best path and every path equal to it for ECMP.
 	Best bool
 	// Stale marks a path kept while its peer restarts gracefully.
-	Stale  bool
-	Since  time.Time
-	ASPath []uint32
+	Stale       bool
+	Since       time.Time
+	ASPath      []uint32
+	Communities []uint32
 }
 
 // String renders the entry on one line, as calyxctl prints it.

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	gobgpapi "github.com/osrg/gobgp/v3/api"
+	gobgpapi "github.com/osrg/gobgp/v4/api"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -51,7 +51,7 @@ func TestCommittedCodeIsFresh(t *testing.T) {
 }
 
 // TestRequestMatchesProtoc compiles GoBGP's API, whose Go code upstream made
-// with protoc v4.25.6, and compares what protocompile hands the plugin with
+// with buf (protoc-gen-go v1.36.6), and compares what protocompile hands the plugin with
 // what protoc handed it: the embedded descriptors must be equal, and the
 // generated code must be the same apart from the version header and the
 // encoding of the raw descriptor (which changed between protoc-gen-go
@@ -61,18 +61,18 @@ func TestRequestMatchesProtoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := moduleDir(t, root, "github.com/osrg/gobgp/v3")
-	apiDir := filepath.Join(dir, "api")
-	protos := []string{"gobgp.proto", "attribute.proto", "capability.proto"}
+	dir := moduleDir(t, root, "github.com/osrg/gobgp/v4")
+	protoDir, apiDir := filepath.Join(dir, "proto"), filepath.Join(dir, "api")
+	protos := []string{"api/gobgp.proto", "api/attribute.proto", "api/capability.proto"}
 
-	req, err := BuildRequest(context.Background(), apiDir, protos)
+	req, err := BuildRequest(context.Background(), protoDir, protos)
 	if err != nil {
 		t.Fatal(err)
 	}
 	upstream := map[string]*descriptorpb.FileDescriptorProto{
-		"gobgp.proto":      fileDescriptor(&gobgpapi.StartBgpRequest{}),
-		"attribute.proto":  fileDescriptor(&gobgpapi.OriginAttribute{}),
-		"capability.proto": fileDescriptor(&gobgpapi.MultiProtocolCapability{}),
+		"api/gobgp.proto":      fileDescriptor(&gobgpapi.StartBgpRequest{}),
+		"api/attribute.proto":  fileDescriptor(&gobgpapi.OriginAttribute{}),
+		"api/capability.proto": fileDescriptor(&gobgpapi.MultiProtocolCapability{}),
 	}
 	for _, fd := range req.GetProtoFile() {
 		want, ok := upstream[fd.GetName()]
@@ -94,11 +94,11 @@ func TestRequestMatchesProtoc(t *testing.T) {
 	}
 
 	out := t.TempDir()
-	if _, err := (Generator{ImportRoot: apiDir, ToolDir: root, OutDir: out}).Generate(context.Background(), protos); err != nil {
+	if _, err := (Generator{ImportRoot: protoDir, ToolDir: root, OutDir: out}).Generate(context.Background(), protos); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"gobgp.pb.go", "attribute.pb.go", "capability.pb.go"} {
-		ours, err := os.ReadFile(filepath.Join(out, name))
+		ours, err := os.ReadFile(filepath.Join(out, "api", name))
 		if err != nil {
 			t.Fatal(err)
 		}
