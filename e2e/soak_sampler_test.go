@@ -80,7 +80,7 @@ func (s *soakSampler) sampleAll(ctx context.Context) {
 		s.samples[p.Name] = append(s.samples[p.Name], smp)
 		s.mu.Unlock()
 	}
-	if m, err := soakScrapeMetrics(ctx, s.l, "etcd", "127.0.0.1:2379"); err == nil {
+	if m, err := soakScrapeMetrics(ctx, s.l, "etcd", lab.EtcdMetricsAddr); err == nil {
 		s.mu.Lock()
 		s.etcdDB = append(s.etcdDB, m.value("etcd_mvcc_db_total_size_in_bytes"))
 		s.mu.Unlock()

@@ -123,7 +123,7 @@ func printStatus(ctx context.Context, l *lab.Lab, w io.Writer) {
 			return fmt.Sprintf("pid %d DEAD (log %s)", p.PID, p.Log)
 		}
 	}
-	fmt.Fprintf(w, "etcd %s: %s\n\n", lab.EtcdIP, procState("etcd"))
+	fmt.Fprintf(w, "etcd %s (mutual TLS, certificates in %s/pki): %s\n\n", lab.EtcdEndpoint, l.Dir(), procState("etcd"))
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tADDRESS\tAGENT\tREADY\tBGP PEERS")

@@ -93,6 +93,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 	}
 	fmt.Fprintf(stdout, "up and every BGP session Established after %s\n", time.Since(start).Round(100*time.Millisecond))
 
+	if err := demoTLSStep(ctx, l, stdout); err != nil {
+		return err
+	}
+
 	h1, _ := l.Host("host1")
 	step(stdout, "calyxctl node status   (on host1)")
 	if err := runIn(ctx, l, "host1", stdout, "calyxctl", "node", "status", "--agent-socket", h1.AgentSocket); err != nil {
@@ -112,6 +116,29 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) (err 
 		return fmt.Errorf("%d pairs did not answer", len(f))
 	}
 	return demoPolicyStep(ctx, l, stdout)
+}
+
+// demoTLSStep shows that etcd takes only clients with a certificate from
+// the lab's CA: calyxctl with the admin certificate reads, without it is
+// refused at once.
+func demoTLSStep(ctx context.Context, l *lab.Lab, stdout io.Writer) error {
+	step(stdout, fmt.Sprintf("etcd at %s: mutual TLS (CA, etcd's certificate and one client certificate per host in %s/pki)", lab.EtcdEndpoint, l.Dir()))
+	step(stdout, "calyxctl get nodes   (on host1, with the admin certificate)")
+	if err := runIn(ctx, l, "host1", stdout, "calyxctl", "get", "nodes"); err != nil {
+		return err
+	}
+	step(stdout, "calyxctl get nodes   (on host1, without a client certificate)")
+	cmd, err := l.Command(ctx, "host1", "calyxctl", "get", "nodes", "--timeout", "10s")
+	if err != nil {
+		return err
+	}
+	cmd.Env = append(cmd.Env, "CALYX_ETCD_CERT=", "CALYX_ETCD_KEY=")
+	cmd.Stdout, cmd.Stderr = stdout, stdout
+	if cmd.Run() == nil {
+		return errors.New("etcd answered calyxctl without a client certificate")
+	}
+	fmt.Fprintln(stdout, "refused, as it should be")
+	return nil
 }
 
 func demoPolicyStep(ctx context.Context, l *lab.Lab, stdout io.Writer) error {

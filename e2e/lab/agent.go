@@ -17,11 +17,13 @@ func agentProcName(host string) string { return "agent-" + host }
 
 // AgentArgv is the command line of host h's agent (flags in DESIGN.md).
 func AgentArgv(o Options, h Host) []string {
+	tls := clientFiles(o.Dir, h.Name)
 	argv := []string{
 		o.BinDir + "/" + AgentBinary,
 		"--node-name", h.Name,
 		"--node-ip", h.IP,
 		"--etcd-endpoints", EtcdEndpoint,
+		"--etcd-ca", tls.CA, "--etcd-cert", tls.Cert, "--etcd-key", tls.Key,
 		"--agent-socket", h.AgentSocket,
 		// Each host namespace has its own loopback: no port clash.
 		"--health-addr", "127.0.0.1:9099",
@@ -46,6 +48,9 @@ func (l *Lab) startAgent(ctx context.Context, host string) error {
 	}
 	if err := os.MkdirAll(hostDir(l.dir, h.Index), 0o755); err != nil {
 		return fmt.Errorf("host directory: %w", err)
+	}
+	if _, err := l.EtcdClientFiles(h.Name); err != nil {
+		return err
 	}
 	// A socket left by a killed agent would make the CNI plugin's first
 	// call fail with "connection refused" instead of waiting.

@@ -56,14 +56,18 @@ func (l *Lab) launchEtcd(ctx context.Context) error {
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("etcd data directory: %w", err)
 	}
-	client := fmt.Sprintf("http://%s:%d", EtcdIP, EtcdPort)
+	server := clientFiles(l.dir, etcdServerID)
 	// One member, peer traffic on loopback; short ticks make the first
-	// election quick.
+	// election quick. Clients need TLS and a certificate from the lab's CA.
 	argv := []string{bin,
 		"--name", "lab",
 		"--data-dir", data,
-		"--listen-client-urls", client + ",http://127.0.0.1:2379",
-		"--advertise-client-urls", client,
+		"--listen-client-urls", EtcdEndpoint,
+		"--advertise-client-urls", EtcdEndpoint,
+		"--cert-file", server.Cert, "--key-file", server.Key,
+		"--trusted-ca-file", server.CA, "--client-cert-auth",
+		// Metrics (no data) in plaintext, on the etcd namespace's loopback.
+		"--listen-metrics-urls", "http://" + EtcdMetricsAddr,
 		"--listen-peer-urls", "http://127.0.0.1:2380",
 		"--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "lab=http://127.0.0.1:2380",
@@ -140,8 +144,13 @@ func (l *Lab) Datastore() (*datastore.Client, error) {
 	if l.ds != nil {
 		return l.ds, nil
 	}
+	tlsCfg, err := etcdTLS(l.dir, AdminIdentity)
+	if err != nil {
+		return nil, fmt.Errorf("the lab's etcd certificate: %w", err)
+	}
 	c, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{EtcdEndpoint},
+		TLS:         tlsCfg,
 		DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialerIn(l.names.fabric()))},
 		Logger:      zap.NewNop(),

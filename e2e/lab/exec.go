@@ -35,8 +35,9 @@ func (l *Lab) Namespace(target string) (string, error) {
 
 // Command returns a command that runs argv inside target's namespace, with
 // the bin dir first in PATH (so `calyxctl` is found) and, for a host,
-// CALYX_AGENT_SOCKET and CALYX_ETCD_ENDPOINTS pointing at that host's
-// agent and the lab's etcd.
+// CALYX_AGENT_SOCKET pointing at that host's agent; CALYX_ETCD_* and
+// ETCDCTL_* point calyxctl and etcdctl at the lab's etcd with the admin
+// certificate.
 func (l *Lab) Command(ctx context.Context, target string, argv ...string) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("exec %s: no command given", target)
@@ -51,7 +52,8 @@ func (l *Lab) Command(ctx context.Context, target string, argv ...string) (*exec
 	}
 	cmd := exec.CommandContext(ctx, ip, append([]string{"netns", "exec", ns}, argv...)...)
 	env := os.Environ()
-	env = append(env, "PATH="+l.opts.BinDir+":"+os.Getenv("PATH")+":/usr/sbin:/sbin", "CALYX_ETCD_ENDPOINTS="+EtcdEndpoint)
+	env = append(env, "PATH="+l.opts.BinDir+":"+os.Getenv("PATH")+":/usr/sbin:/sbin")
+	env = append(env, etcdClientEnv(l.dir)...)
 	if h, err := l.Host(target); err == nil {
 		env = append(env, "CALYX_AGENT_SOCKET="+h.AgentSocket)
 	}

@@ -33,8 +33,6 @@ import (
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
@@ -86,6 +84,9 @@ func fakeAgentMain(args []string) int {
 	node := fs.String("node-name", "", "")
 	nodeIP := fs.String("node-ip", "", "")
 	endpoints := fs.String("etcd-endpoints", "", "")
+	etcdCA := fs.String("etcd-ca", "", "")
+	etcdCert := fs.String("etcd-cert", "", "")
+	etcdKey := fs.String("etcd-key", "", "")
 	sock := fs.String("agent-socket", "", "")
 	fs.String("health-addr", "", "")
 	fs.String("metrics-addr", "", "")
@@ -99,12 +100,12 @@ func fakeAgentMain(args []string) int {
 		log.Printf("bad flags %v", args)
 		return 2
 	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	ds, err := datastore.NewClient(datastore.Config{Endpoints: strings.Split(*endpoints, ","), CAFile: *etcdCA, CertFile: *etcdCert, KeyFile: *etcdKey})
 	if err != nil {
 		log.Print(err)
 		return 1
 	}
-	a := &fakeAgent{node: *node, ip: *nodeIP, index: idx, ds: datastore.NewClientFromEtcd(c), started: time.Now()}
+	a := &fakeAgent{node: *node, ip: *nodeIP, index: idx, ds: ds, started: time.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	// Register the Node the way an agent that ignores what others wrote
 	// would: markReflectors must put the reflector fields back.

@@ -120,6 +120,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := step("fabric", func() error { return l.buildFabric(ctx) }); err != nil {
 		return err
 	}
+	if err := step("certificates", l.makePKI); err != nil {
+		return err
+	}
 	if err := step("etcd", func() error { return l.startEtcd(ctx) }); err != nil {
 		return err
 	}
@@ -171,6 +174,9 @@ func (l *Lab) startAgents(ctx context.Context) error {
 	for _, h := range l.st.Hosts {
 		if err := os.MkdirAll(hostDir(l.dir, h.Index), 0o755); err != nil {
 			return fmt.Errorf("host directory: %w", err)
+		}
+		if _, err := l.EtcdClientFiles(h.Name); err != nil {
+			return err
 		}
 		_ = os.Remove(h.AgentSocket)
 		if err := l.startProc(agentProcName(h.Name), h.Netns, AgentArgv(l.opts, h), h.AgentLog, nil); err != nil {

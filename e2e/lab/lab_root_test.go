@@ -41,8 +41,13 @@ func TestUpWithoutAgents(t *testing.T) {
 	})
 
 	t.Run("etcd answers from a host namespace", func(t *testing.T) {
+		tlsCfg, err := etcdTLS(l.Dir(), "host2")
+		if err != nil {
+			t.Fatal(err)
+		}
 		c, err := clientv3.New(clientv3.Config{
 			Endpoints:   []string{EtcdEndpoint},
+			TLS:         tlsCfg,
 			DialTimeout: 5 * time.Second,
 			DialOptions: []grpc.DialOption{grpc.WithContextDialer(dialerIn(l.names.host(2)))},
 			Logger:      zap.NewNop(),
@@ -58,6 +63,10 @@ func TestUpWithoutAgents(t *testing.T) {
 		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
 			t.Fatalf("get from host2: %v %v", resp, err)
 		}
+	})
+
+	t.Run("etcd refuses clients without a lab certificate", func(t *testing.T) {
+		testEtcdRefusesStrangers(ctx, t, l)
 	})
 
 	t.Run("cluster resources", func(t *testing.T) {

@@ -47,8 +47,12 @@ const (
 	DefaultDirRoot = "/run/calyx-lab"
 )
 
-// EtcdEndpoint is the URL the agents use.
-var EtcdEndpoint = "http://" + EtcdIP + ":" + strconv.Itoa(EtcdPort)
+// EtcdMetricsAddr serves etcd's /metrics inside the etcd namespace.
+const EtcdMetricsAddr = "127.0.0.1:2381"
+
+// EtcdEndpoint is the URL the agents use: TLS, with client certificates
+// from the lab's CA (see pki.go).
+var EtcdEndpoint = "https://" + EtcdIP + ":" + strconv.Itoa(EtcdPort)
 
 // Prefix is the name prefix of every kernel object of the lab in dir:
 // "cxl" + 6 hex digits of a hash of the absolute path + "-". Two labs in two
