@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
@@ -60,82 +61,131 @@ type Agent struct {
 	keptLearned map[netip.Prefix][]netip.Addr
 	bgpStarted  bool
 
-	synced   chan struct{} // closed at the first datastore in-sync
-	kick     chan struct{}
-	stopping chan struct{}
+	synced chan struct{} // closed at the first datastore in-sync
+	kick   chan struct{}
+
+	opts  options
+	group *group // every loop the agent runs
 }
 
+// Option changes how Run starts the agent. The shipped binary passes only
+// WithLogLevel; the others are hooks for tests.
+type Option func(*options)
+
+type options struct {
+	level *slog.LevelVar
+	// fault, when set, may fail a CNI ADD after a named step.
+	fault func(step string) error
+	// beatHook runs at each idle beat of the dataplane loop.
+	beatHook func(ctx context.Context)
+}
+
+// WithLogLevel gives the agent the level its logger uses, so that calyxctl
+// agent log-level can change it at runtime.
+func WithLogLevel(l *slog.LevelVar) Option { return func(o *options) { o.level = l } }
+
+// WithFaults makes every CNI ADD call fault after each step
+// (ipam-allocated, veth-created, dataplane-programmed); a non-nil error
+// fails the ADD there, and every step taken is undone. For tests.
+func WithFaults(fault func(step string) error) Option { return func(o *options) { o.fault = fault } }
+
+// WithDataplaneBeatHook runs hook at each idle beat of the dataplane
+// loop; a hook that blocks stalls the loop. For tests.
+func WithDataplaneBeatHook(hook func(ctx context.Context)) Option {
+	return func(o *options) { o.beatHook = hook }
+}
+
+// Stall deadlines: how long each loop may go without a heartbeat before
+// /livez fails and the watchdog stops being fed.
+const (
+	// dataplaneBeat is how often the idle dataplane loop beats.
+	dataplaneBeat = 5 * time.Second
+	// dataplaneStall covers the first programming of a large node.
+	dataplaneStall = 2 * time.Minute
+)
+
+// partStall is the deadline of a dataplane part's loop (route tables,
+// sysctls, policy): each turns at least once per resync interval.
+func partStall(resync time.Duration) time.Duration { return 2*resync + time.Minute }
+
 // Run starts the agent and blocks until ctx ends, then stops it, leaving
-// the dataplane (routes, chains, BGP routes at the peers) in place.
-func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+// the dataplane (routes, chains, BGP routes at the peers) in place. Every
+// goroutine it starts belongs to one group, stopped in reverse order of
+// start before the datastore, route tables and speaker are closed.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) error {
 	a := &Agent{
 		cfg: cfg, log: log, node: cfg.NodeName, startedAt: time.Now(),
 		state: newClusterState(), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{},
 		learnedPaths: map[netip.Prefix][]netip.Addr{},
-		synced:       make(chan struct{}), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		synced:       make(chan struct{}), kick: make(chan struct{}, 1),
 	}
-	defer a.closeDatastore()
+	for _, o := range opts {
+		o(&a.opts)
+	}
+	// The loops' contexts do not end with ctx: the group ends them one by
+	// one, in reverse order.
+	a.group = newGroup(context.WithoutCancel(ctx), log)
+	defer a.group.stop()
+	a.group.OnStop("datastore", a.closeDatastore)
 	if err := a.startDatastore(ctx); err != nil {
 		return err
 	}
 	if err := a.startDataplane(); err != nil {
 		return err
 	}
+	a.group.OnStop("route tables", func() {
+		a.local.Close()
+		a.learned.Close()
+	})
+	a.group.OnStop("BGP speaker", a.closeSpeaker)
 	a.metrics = newMetrics(a)
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	goRun := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				a.log.Error("component stopped", "component", name, "err", err)
-			}
-		}()
+	if err := a.goHTTP("health", cfg.HealthAddr, healthHandler(a.group.problems, a.readiness())); err != nil {
+		return err
 	}
-
-	grpcServer, err := a.serveAPI()
+	if err := a.goHTTP("metrics", cfg.MetricsAddr, metricsHandler(a.metrics.registry)); err != nil {
+		return err
+	}
+	syncer := datastore.NewSyncer(a.client.Etcd(), []datastore.Source{datastore.ResourceSource(), ipam.BlockSource()}, a.log.With("component", "syncer"))
+	a.group.Go("syncer", 0, func(ctx context.Context) error { return syncer.Run(ctx, a.onSyncerEvents) })
+	serveAPI, err := a.listenAPI()
 	if err != nil {
 		return err
 	}
-	if err := serveHealth(runCtx, cfg.HealthAddr, a.readiness(), a.log); err != nil {
-		return err
-	}
-	if err := serveMetrics(runCtx, cfg.MetricsAddr, a.metrics.registry, a.log); err != nil {
-		return err
-	}
-
-	syncer := datastore.NewSyncer(a.client.Etcd(), []datastore.Source{datastore.ResourceSource(), ipam.BlockSource()}, a.log.With("component", "syncer"))
-	goRun("syncer", func(ctx context.Context) error { return syncer.Run(ctx, a.onSyncerEvents) })
-	goRun("dataplane", a.dataplaneLoop)
+	a.group.Go("api", 0, serveAPI)
+	a.group.Go("dataplane", dataplaneStall, a.dataplaneLoop)
 	if cfg.IPAMGCInterval > 0 {
-		goRun("ipam-gc", func(ctx context.Context) error {
+		a.group.Go("ipam-gc", 0, func(ctx context.Context) error {
 			a.ipam.RunGC(ctx, a.node, cfg.IPAMGCInterval, cfg.IPAMGCGrace)
-			return nil
+			return ctx.Err()
 		})
 	}
 
 	a.log.Info("calyx-agent started", "node", a.node, "address", a.nodeIP, "socket", cfg.AgentSocket)
 	<-ctx.Done()
 	a.log.Info("stopping: routes, chains and BGP routes at the peers stay in place")
-	close(a.stopping)
-	grpcServer.Stop()
-	cancel()
-	wg.Wait()
-	if a.speaker != nil {
-		a.mu.Lock()
-		started := a.bgpStarted
-		a.mu.Unlock()
-		if started {
-			// No Cease: peers keep our routes for the graceful-restart time.
-			a.speaker.Close(true)
-		}
-	}
-	a.local.Close()
-	a.learned.Close()
 	return nil
+}
+
+// goHTTP serves h on addr (nothing when addr is empty) as a loop.
+func (a *Agent) goHTTP(what, addr string, h http.Handler) error {
+	serve, err := listenHTTP(addr, h, what)
+	if err != nil || serve == nil {
+		return err
+	}
+	a.group.Go(what+" server", 0, serve)
+	return nil
+}
+
+// closeSpeaker closes BGP without a Cease: peers keep our routes for the
+// graceful-restart time.
+func (a *Agent) closeSpeaker() {
+	a.mu.Lock()
+	started := a.bgpStarted
+	a.mu.Unlock()
+	if started {
+		a.speaker.Close(true)
+	}
 }
 
 // startDatastore starts the embedded etcd if asked, connects, and registers
@@ -227,9 +277,9 @@ func (a *Agent) startDataplane() error {
 	return nil
 }
 
-// serveAPI listens on the agent socket (root only) for the CNI plugin and
-// calyxctl.
-func (a *Agent) serveAPI() (*grpc.Server, error) {
+// listenAPI listens on the agent socket (root only) for the CNI plugin and
+// calyxctl, and returns the loop that serves it until its context ends.
+func (a *Agent) listenAPI() (func(context.Context) error, error) {
 	l, err := server.Listen(a.cfg.AgentSocket)
 	if err != nil {
 		return nil, fmt.Errorf("--agent-socket %s: %w", a.cfg.AgentSocket, err)
@@ -237,8 +287,9 @@ func (a *Agent) serveAPI() (*grpc.Server, error) {
 	s := grpc.NewServer(server.ServerOptions()...)
 	apipb.RegisterCNIServer(s, &cniServer{a: a})
 	apipb.RegisterAgentServer(s, &statusServer{a: a})
-	go s.Serve(l)
-	return s, nil
+	return func(ctx context.Context) error {
+		return serveUntil(ctx, func() error { return s.Serve(l) }, s.Stop, nil)
+	}, nil
 }
 
 // isSynced reports whether the first datastore in-sync has happened.

@@ -64,14 +64,14 @@ type attachment struct {
 
 func (a *Agent) attachmentOf(inv *apipb.Invocation) (attachment, error) {
 	if inv == nil || inv.ContainerId == "" {
-		return attachment{}, apipb.Errorf(codes.InvalidArgument, 4, "CNI_CONTAINERID is empty")
+		return attachment{}, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_CONTAINERID is empty")
 	}
 	ifName := inv.Ifname
 	if ifName == "" {
 		ifName = "eth0"
 	}
 	if len(ifName) > 15 || strings.ContainsAny(ifName, "/ \t\n:") || ifName == "." || ifName == ".." {
-		return attachment{}, apipb.Errorf(codes.InvalidArgument, 4, "CNI_IFNAME %q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", ifName)
+		return attachment{}, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_IFNAME %q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", ifName)
 	}
 	name := datastore.WorkloadEndpointName(a.node, inv.ContainerId, ifName)
 	return attachment{
@@ -84,10 +84,11 @@ func (a *Agent) attachmentOf(inv *apipb.Invocation) (attachment, error) {
 func (s *cniServer) observe(verb string, start time.Time, err error) {
 	result := "ok"
 	if err != nil {
-		result = "999"
+		code := apipb.CodeInternal
 		if ce, ok := apipb.CNIErrorFrom(err); ok {
-			result = fmt.Sprint(ce.Code)
+			code = ce.Code
 		}
+		result = fmt.Sprint(code)
 	}
 	s.a.metrics.cniRequests.WithLabelValues(verb, result).Inc()
 	s.a.metrics.cniDuration.WithLabelValues(verb).Observe(time.Since(start).Seconds())
@@ -114,10 +115,10 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	}
 	defer unlock()
 	if at.netns == "" {
-		return nil, apipb.Errorf(codes.InvalidArgument, 4, "CNI_NETNS is empty")
+		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS is empty")
 	}
 	if _, statErr := os.Stat(at.netns); statErr != nil {
-		return nil, apipb.Errorf(codes.InvalidArgument, 4, "CNI_NETNS %s: %v", at.netns, statErr)
+		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS %s: %v", at.netns, statErr)
 	}
 	labels, err := a.endpointLabels(inv)
 	if err != nil {
@@ -141,19 +142,13 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		rebuild = true
 	}
 
-	var undo []func()
+	var undo undoStack
 	defer func() {
 		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
+			undo.unwind(log)
 			log.Warn("ADD failed; every step undone", "err", err)
 		}
 	}()
-	// Undo uses its own context: the request's may be what ended.
-	cleanupCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), 30*time.Second)
-	}
 
 	tIPAM := time.Now()
 	var addrs []netip.Prefix
@@ -167,13 +162,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	if err != nil {
 		return nil, ipamError(err)
 	}
-	undo = append(undo, func() {
-		c, cancel := cleanupCtx()
-		defer cancel()
-		if rerr := a.ipam.Release(c, at.handle); rerr != nil {
-			log.Error("undo: releasing addresses", "err", rerr)
-		}
-	})
+	undo.push("releasing addresses", func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
 	ipamTook := time.Since(tIPAM)
 	if err := a.fault("ipam-allocated"); err != nil {
 		return nil, err
@@ -191,7 +180,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	a.pendingAdd[at.endpoint] = w
 	delete(a.pendingDel, at.endpoint)
 	a.mu.Unlock()
-	undo = append(undo, func() {
+	undo.push("dropping the endpoint's routes and policy", func(ctx context.Context) error {
 		a.mu.Lock()
 		delete(a.pendingAdd, at.endpoint)
 		a.mu.Unlock()
@@ -199,10 +188,8 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		for _, p := range addrs {
 			a.local.DeleteRoute(p)
 		}
-		c, cancel := cleanupCtx()
-		defer cancel()
-		a.local.ApplyPrefixes(c, addrs...)
-		a.poke()
+		defer a.poke()
+		return a.local.ApplyPrefixes(ctx, addrs...)
 	})
 
 	recorded := make(chan error, 1)
@@ -213,15 +200,14 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		})
 	}()
 	tWire := time.Now()
-	wireErr := a.wire(ctx, at, w, inv, rebuild, addrs, &undo, cleanupCtx, log)
+	wireErr := a.wire(ctx, wiring{at: at, w: w, inv: inv, addrs: addrs, rebuild: rebuild}, &undo)
 	wireTook := time.Since(tWire)
 	if recErr := <-recorded; recErr == nil {
-		undo = append(undo, func() {
-			c, cancel := cleanupCtx()
-			defer cancel()
-			if derr := a.client.Delete(c, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
-				log.Error("undo: deleting the WorkloadEndpoint", "err", derr)
+		undo.push("deleting the WorkloadEndpoint", func(ctx context.Context) error {
+			if derr := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
+				return derr
 			}
+			return nil
 		})
 	} else if wireErr == nil {
 		wireErr = datastoreError("writing WorkloadEndpoint "+at.endpoint, recErr)
@@ -235,54 +221,93 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	return &apipb.AddReply{Result: a.resultFor(at, w)}, nil
 }
 
+// undoTimeout bounds each undo step. Undo uses its own context: the
+// request's may be what ended.
+const undoTimeout = 30 * time.Second
+
+// undoStack is what a CNI ADD has done so far, each step with its undo.
+type undoStack struct {
+	steps []undoStep
+}
+
+type undoStep struct {
+	what string
+	undo func(context.Context) error
+}
+
+// push records a step taken; what names its undo ("releasing addresses").
+func (u *undoStack) push(what string, undo func(context.Context) error) {
+	u.steps = append(u.steps, undoStep{what: what, undo: undo})
+}
+
+// unwind undoes every step, last first, each with a fresh context. A step
+// whose undo fails is logged, and the others are still undone.
+func (u *undoStack) unwind(log *slog.Logger) {
+	for i := len(u.steps) - 1; i >= 0; i-- {
+		s := u.steps[i]
+		ctx, cancel := context.WithTimeout(context.Background(), undoTimeout)
+		if err := s.undo(ctx); err != nil {
+			log.Error("undo: "+s.what, "err", err)
+		}
+		cancel()
+	}
+	u.steps = nil
+}
+
+// wiring is what wire programs for one ADD.
+type wiring struct {
+	at      attachment
+	w       *datastore.WorkloadEndpoint
+	inv     *apipb.Invocation
+	addrs   []netip.Prefix // from IPAM, as in w
+	rebuild bool           // remove a broken veth of the attachment first
+}
+
 // wire programs the kernel for a new endpoint: the veth pair, the host
-// route and the policy, each undoable. It returns the CNI error to send.
-func (a *Agent) wire(ctx context.Context, at attachment, w *datastore.WorkloadEndpoint, inv *apipb.Invocation, rebuild bool,
-	addrs []netip.Prefix, undo *[]func(), cleanupCtx func() (context.Context, context.CancelFunc), log *slog.Logger) error {
-	if rebuild {
+// route and the policy, each pushed on undo. It returns the CNI error to
+// send.
+func (a *Agent) wire(ctx context.Context, o wiring, undo *undoStack) error {
+	at := o.at
+	if o.rebuild {
 		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
 			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
 		}
 	}
-	if _, err := a.plumber.Setup(ctx, a.vethSpec(at, w, inv)); err != nil {
+	if _, err := a.plumber.Setup(ctx, a.vethSpec(at, o.w, o.inv)); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
 	}
-	*undo = append(*undo, func() {
-		c, cancel := cleanupCtx()
-		defer cancel()
-		if terr := a.plumber.Teardown(c, at.netns, at.ifName, at.hostIf); terr != nil {
-			log.Error("undo: removing the veth", "err", terr)
-		}
+	undo.push("removing the veth", func(ctx context.Context) error {
+		return a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf)
 	})
 	if err := a.fault("veth-created"); err != nil {
 		return err
 	}
 	// Program the route and policy now: the workload must be reachable
 	// when ADD returns, not after the next sync.
-	for _, p := range addrs {
+	for _, p := range o.addrs {
 		if err := a.local.ApplyRoute(ctx, routes.Route{Dst: p, Type: routes.RouteDevice, LinkName: at.hostIf}); err != nil {
 			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "host route to %s: %v", p, err)
 		}
 	}
-	if err := a.policy.SetEndpoint(w); err != nil {
+	if err := a.policy.SetEndpoint(o.w); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "policy refused the endpoint: %v", err)
 	}
 	// An endpoint no policy selects is opened with a netlink ipset write
 	// (no process); a selected one gets its chains.
-	if err := a.policy.ProgramEndpoint(ctx, w.Metadata.Name); err != nil {
+	if err := a.policy.ProgramEndpoint(ctx, o.w.Metadata.Name); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "programming policy: %v", err)
 	}
-	if err := a.fault("dataplane-programmed"); err != nil {
-		return err
-	}
-	return nil
+	return a.fault("dataplane-programmed")
 }
 
-// fault fails the request at a named step when CALYX_AGENT_FAULT names it:
-// a test hook to prove that every step is undone (docs/agent.md).
+// fault fails the request after a named step when a test asked for it
+// (WithFaults), to prove that every step taken is undone.
 func (a *Agent) fault(step string) error {
-	if os.Getenv("CALYX_AGENT_FAULT") == step {
-		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "injected fault after %s (CALYX_AGENT_FAULT)", step)
+	if a.opts.fault == nil {
+		return nil
+	}
+	if err := a.opts.fault(step); err != nil {
+		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "injected fault after %s: %v", step, err)
 	}
 	return nil
 }
@@ -388,18 +413,15 @@ func (a *Agent) vethSpec(at attachment, w *datastore.WorkloadEndpoint, inv *apip
 // and default routes via the link-local gateways that proxy-ARP answers.
 func (a *Agent) resultFor(at attachment, w *datastore.WorkloadEndpoint) *apipb.Result {
 	iface := &apipb.Interface{Name: at.ifName, Sandbox: at.netns, Mac: w.Spec.MAC}
-	out := &apipb.Result{Interfaces: []*apipb.Interface{iface, {Name: at.hostIf, Mac: "ee:ee:ee:ee:ee:ee"}}}
+	out := &apipb.Result{Interfaces: []*apipb.Interface{iface, {Name: at.hostIf, Mac: veth.HostMAC.String()}}}
 	zero := int32(0)
 	for _, p := range endpointPrefixes(w) {
-		ip := &apipb.IPConfig{Address: p.String(), Interface: &zero}
-		if p.Addr().Is4() {
-			ip.Gateway = "169.254.1.1"
-			out.Routes = append(out.Routes, &apipb.Route{Dst: "0.0.0.0/0", Gw: "169.254.1.1"})
-		} else {
-			ip.Gateway = "fe80::1"
-			out.Routes = append(out.Routes, &apipb.Route{Dst: "::/0", Gw: "fe80::1"})
+		gw, def := veth.GatewayV4, netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if !p.Addr().Is4() {
+			gw, def = veth.GatewayV6, netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
-		out.Ips = append(out.Ips, ip)
+		out.Ips = append(out.Ips, &apipb.IPConfig{Address: p.String(), Interface: &zero, Gateway: gw.String()})
+		out.Routes = append(out.Routes, &apipb.Route{Dst: def.String(), Gw: gw.String()})
 	}
 	return out
 }
@@ -504,7 +526,7 @@ func (s *cniServer) Check(ctx context.Context, req *apipb.CheckRequest) (reply *
 	defer unlock()
 	w := a.localEndpoint(at.endpoint)
 	if w == nil || (w.Spec.ContainerID != "" && w.Spec.ContainerID != at.containerID) {
-		return nil, apipb.Errorf(codes.NotFound, 3, "no workload endpoint %s on %s for container %s", at.endpoint, a.node, shortID(at.containerID))
+		return nil, apipb.Errorf(codes.NotFound, apipb.CodeUnknownContainer, "no workload endpoint %s on %s for container %s", at.endpoint, a.node, shortID(at.containerID))
 	}
 	if err := a.plumber.Check(ctx, a.vethSpec(at, w, inv)); err != nil {
 		return nil, apipb.Errorf(codes.FailedPrecondition, apipb.CodeDataplaneFailed, "%v", err)

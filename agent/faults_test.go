@@ -239,9 +239,9 @@ func TestFaults(t *testing.T) {
 		h.waitNoLeftovers(a, 5*time.Second)
 	})
 
-	for _, step := range []string{"veth-created", "dataplane-programmed"} {
+	for _, step := range []string{"ipam-allocated", "veth-created", "dataplane-programmed"} {
 		t.Run("fault after "+step, func(t *testing.T) {
-			fh := newHost(t, hostOptions{env: []string{"CALYX_AGENT_FAULT=" + step}})
+			fh := newHost(t, hostOptions{hooks: []string{"--test-fault-after", step}})
 			w := fh.newWorkload("f")
 			o := fh.cni("ADD", w, nil)
 			expectCNIError(t, o, 101, "injected fault after "+step)

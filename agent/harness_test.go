@@ -40,7 +40,8 @@ import (
 	"github.com/calyx-net/calyx/routes/veth"
 )
 
-// binDir holds calyx-agent, calyx and calyxctl built by TestMain; empty
+// binDir holds calyx-agent, calyx, calyxctl and testagent (the agent with
+// test hooks) built by TestMain; empty
 // when the integration tests cannot run here (not root, or -short).
 var binDir string
 
@@ -63,7 +64,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
-			"./cmd/calyx-agent", "./cmd/calyx", "./cmd/calyxctl")
+			"./cmd/calyx-agent", "./cmd/calyx", "./cmd/calyxctl", "./agent/internal/testagent")
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "agent tests: building the binaries: %v\n%s", err, out)
@@ -138,6 +139,7 @@ type node struct {
 	agent    *exec.Cmd
 	agentLog *os.File
 	agentEnv []string
+	hooks    []string // testagent's --test-* flags; none: the real calyx-agent
 	exited   chan struct{}
 
 	etcdOnce sync.Once
@@ -151,8 +153,11 @@ func (h *host) in(t *testing.T) *host { return &host{t: t, node: h.node} }
 
 // hostOptions says how to start a host's agent.
 type hostOptions struct {
-	env    []string // extra environment, e.g. CALYX_AGENT_FAULT=veth-created
-	noPool bool     // do not create the IPPool
+	env []string // extra environment, e.g. NOTIFY_SOCKET=...
+	// hooks run testagent with these flags instead of calyx-agent, e.g.
+	// --test-fault-after veth-created.
+	hooks  []string
+	noPool bool // do not create the IPPool
 }
 
 // newHost builds the namespaces, starts the agent and (unless told not
@@ -167,7 +172,7 @@ func newHost(t *testing.T, o hostOptions) *host {
 		t.Fatal(err)
 	}
 	h := &host{t: t, node: &node{prefix: prefix, dir: dir, ns: prefix + "-h", fabric: prefix + "-f",
-		socket: filepath.Join(dir, "agent.sock"), agentEnv: o.env}}
+		socket: filepath.Join(dir, "agent.sock"), agentEnv: o.env, hooks: o.hooks}}
 	h.conf = []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"calyx","type":"calyx","agentSocket":%q}`, h.socket))
 	t.Cleanup(h.close)
 
@@ -239,10 +244,14 @@ func (h *host) startAgent() {
 		h.t.Fatal(err)
 	}
 	// ip netns exec execs the agent in place: the child's pid is the agent's.
-	cmd := exec.Command("ip", "netns", "exec", h.ns, filepath.Join(binDir, "calyx-agent"),
-		"--node-name", nodeName, "--node-ip", nodeIP,
+	argv := []string{"netns", "exec", h.ns, filepath.Join(binDir, "calyx-agent")}
+	if len(h.hooks) > 0 {
+		argv = append([]string{"netns", "exec", h.ns, filepath.Join(binDir, "testagent")}, h.hooks...)
+	}
+	argv = append(argv, "--node-name", nodeName, "--node-ip", nodeIP,
 		"--embedded-etcd", filepath.Join(h.dir, "etcd"), "--agent-socket", h.socket,
 		"--log-level", "debug", "--resync-interval", resync.String())
+	cmd := exec.Command("ip", argv...)
 	cmd.Env = append(cleanEnv(), h.agentEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,11 +18,14 @@ import (
 // hold.
 type readiness func() (ok bool, detail string)
 
-// serveHealth serves /livez (the process answers) and /readyz (every
-// condition holds; the body names those that do not).
-func serveHealth(ctx context.Context, addr string, conds map[string]readiness, log *slog.Logger) error {
+// healthHandler serves /livez (every loop the agent owns is running and
+// beating: live returns no problem) and /readyz (every condition holds).
+// A failing answer is 503 with one line per problem.
+func healthHandler(live func() []string, conds map[string]readiness) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeProblems(w, live())
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		var failing []string
 		for name, c := range conds {
@@ -30,44 +33,63 @@ func serveHealth(ctx context.Context, addr string, conds map[string]readiness, l
 				failing = append(failing, name+": "+detail)
 			}
 		}
-		if len(failing) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, strings.Join(failing, "\n"))
-			return
-		}
-		fmt.Fprintln(w, "ok")
+		sort.Strings(failing)
+		writeProblems(w, failing)
 	})
-	return serveHTTP(ctx, addr, mux, "health", log)
+	return mux
 }
 
-// serveMetrics serves Prometheus /metrics from reg.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
+func writeProblems(w http.ResponseWriter, problems []string) {
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, strings.Join(problems, "\n"))
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// metricsHandler serves Prometheus /metrics from reg.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return serveHTTP(ctx, addr, mux, "metrics", log)
+	return mux
 }
 
-// serveHTTP listens now (so a port clash fails the start) and serves until
-// ctx ends.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, what string, log *slog.Logger) error {
+// listenHTTP listens now (so a port clash fails the start) and returns the
+// loop that serves until its context ends; nil when addr is empty (off).
+func listenHTTP(addr string, h http.Handler, what string) (func(context.Context) error, error) {
 	if addr == "" {
-		return nil
+		return nil, nil
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s endpoint on %s: %w", what, addr, err)
+		return nil, fmt.Errorf("%s endpoint on %s: %w", what, addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "what", what, "err", err)
-		}
-	}()
-	go func() {
-		<-ctx.Done()
+	shutdown := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
-	}()
+	}
+	return func(ctx context.Context) error {
+		return serveUntil(ctx, func() error { return srv.Serve(l) }, shutdown, http.ErrServerClosed)
+	}, nil
+}
+
+// serveUntil runs serve until ctx ends, then stop, and waits for serve to
+// return. An error of serve before that is the loop's death; after stop,
+// closed (the server's "closed" error) is not an error.
+func serveUntil(ctx context.Context, serve func() error, stop func(), closed error) error {
+	served := make(chan error, 1)
+	go func() { served <- serve() }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	stop()
+	if err := <-served; err != nil && (closed == nil || !errors.Is(err, closed)) {
+		return err
+	}
 	return nil
 }

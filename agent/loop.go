@@ -10,6 +10,7 @@ import (
 
 	"github.com/calyx-net/calyx/bgp"
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/heartbeat"
 )
 
 // onSyncerEvents folds a batch of datastore changes into the state, feeds
@@ -117,10 +118,17 @@ func (a *Agent) localEndpointsLocked() map[string]*datastore.WorkloadEndpoint {
 // agent never removes what it is about to recreate), programs the
 // dataplane once, then keeps it following the state.
 func (a *Agent) dataplaneLoop(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-a.synced:
+	beat := time.NewTicker(dataplaneBeat)
+	defer beat.Stop()
+	for synced := false; !synced; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-beat.C:
+			heartbeat.Beat(ctx)
+		case <-a.synced:
+			synced = true
+		}
 	}
 	a.recompute(ctx)
 	start := time.Now()
@@ -148,10 +156,11 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	if err := a.learned.Apply(ctx); err != nil {
 		a.log.Error("programming learned routes", "err", err)
 	}
-	go a.local.Run(ctx)
-	go a.learned.Run(ctx)
-	go a.sysctls.Run(ctx)
-	go a.policy.Run(ctx)
+	stall := partStall(a.cfg.ResyncInterval)
+	a.group.Go("workload routes", stall, a.local.Run)
+	a.group.Go("learned routes", stall, a.learned.Run)
+	a.group.Go("sysctls", stall, a.sysctls.Run)
+	a.group.Go("policy", stall, a.policy.Run)
 
 	a.mu.Lock()
 	learnedKick := a.learnedSync.wakeChan()
@@ -172,6 +181,11 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 			a.sweepKeptLearned(ctx)
 		case <-reconcile.C:
 			a.reconcileLearned(ctx)
+		case <-beat.C:
+			if a.opts.beatHook != nil {
+				a.opts.beatHook(ctx)
+			}
+			heartbeat.Beat(ctx)
 		}
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"github.com/calyx-net/calyx/datastore/ipam"
 )
 
-// clusterState is the agent's typed view of the datastore, fed by the
-// syncer. It is owned by the agent's main loop; nothing else touches it.
+// clusterState is the agent's typed view of the datastore. Agent.mu guards
+// it: the syncer's callback writes it; the dataplane loop, the CNI
+// handlers and the status RPCs read it.
 type clusterState struct {
 	bgpConfig  *datastore.BGPConfig
 	ipamConfig *datastore.IPAMConfig

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/heartbeat"
 )
 
 // Dataplane programs policy into the kernel. The owner sets the desired
@@ -224,6 +225,8 @@ func (d *Dataplane) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for {
 		err := d.Apply(ctx)
+		// At least once per resync: the owner's stall detection.
+		heartbeat.Beat(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

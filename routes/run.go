@@ -9,6 +9,7 @@ import (
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/calyx-net/calyx/internal/heartbeat"
 	"github.com/calyx-net/calyx/routes/netns"
 )
 
@@ -165,6 +166,9 @@ func (t *Table) applier(ctx context.Context) {
 		case <-t.kick:
 		case <-retry.C:
 		}
+		// The watch's resync pokes at least once per ResyncInterval: an
+		// applier that stops beating is stuck (its owner's /livez).
+		heartbeat.Beat(ctx)
 		if wait := t.opts.CoalesceDelay - time.Since(lastPass); wait > 0 {
 			select {
 			case <-ctx.Done():

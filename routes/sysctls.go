@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/calyx-net/calyx/internal/heartbeat"
 	"github.com/calyx-net/calyx/routes/netns"
 	"github.com/calyx-net/calyx/routes/sysctl"
 )
@@ -185,6 +186,7 @@ func (s *Sysctls) Run(ctx context.Context) error {
 		})
 		// Apply after subscribing: nothing that happens from here is missed.
 		_ = s.Apply(ctx)
+		heartbeat.Beat(ctx) // and at each resync tick: the owner's stall detection
 		if err != nil {
 			close(done)
 			s.log.Warn("subscribe to link events, retrying", "err", err)
@@ -216,6 +218,7 @@ func (s *Sysctls) follow(ctx context.Context, ch <-chan netlink.LinkUpdate, tick
 			}
 		case <-tick:
 			_ = s.Apply(ctx)
+			heartbeat.Beat(ctx)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 // CNI error codes the agent may put in a CNIError. Codes below 100 are the
 // CNI spec's; 100 and up are calyx's own (documented in docs/cni.md).
 const (
+	CodeUnknownContainer     uint32 = 3   // spec: container unknown or does not exist
+	CodeInvalidEnvironment   uint32 = 4   // spec: invalid necessary environment variables (CNI_*)
 	CodeInvalidNetworkConfig uint32 = 7   // spec: invalid network config
 	CodeTryAgainLater        uint32 = 11  // spec: transient, the runtime retries
 	CodePluginNotAvailable   uint32 = 50  // spec (STATUS): cannot serve ADD now

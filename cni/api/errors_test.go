@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/types"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -30,6 +32,22 @@ func TestCNIErrorFromPlainErrors(t *testing.T) {
 	for _, err := range []error{nil, errors.New("plain"), status.Error(codes.NotFound, "no detail")} {
 		if ce, ok := apipb.CNIErrorFrom(err); ok {
 			t.Errorf("CNIErrorFrom(%v) found %v", err, ce)
+		}
+	}
+}
+
+// The spec's codes are the values the CNI library gives them.
+func TestSpecCodes(t *testing.T) {
+	for ours, spec := range map[uint32]uint{
+		apipb.CodeUnknownContainer:     types.ErrUnknownContainer,
+		apipb.CodeInvalidEnvironment:   types.ErrInvalidEnvironmentVariables,
+		apipb.CodeInvalidNetworkConfig: types.ErrInvalidNetworkConfig,
+		apipb.CodeTryAgainLater:        types.ErrTryAgainLater,
+		apipb.CodePluginNotAvailable:   types.ErrPluginNotAvailable,
+		apipb.CodeInternal:             types.ErrInternal,
+	} {
+		if uint(ours) != spec {
+			t.Errorf("code %d, the CNI library's is %d", ours, spec)
 		}
 	}
 }
