@@ -145,6 +145,34 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
+// Every container runs the image make image builds: named by the version
+// make stamps into the binaries (the VERSION file), run as root.
+func TestManifestImage(t *testing.T) {
+	v, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ghcr.io/calyx-net/calyx:" + strings.TrimSpace(string(v))
+	spec := dig(t, find(t, manifests(t), "DaemonSet"), "spec", "template", "spec").(map[string]any)
+	var all []any
+	for _, k := range []string{"initContainers", "containers"} {
+		if cs, ok := spec[k].([]any); ok {
+			all = append(all, cs...)
+		}
+	}
+	for _, c := range all {
+		c := c.(map[string]any)
+		if c["image"] != want {
+			t.Errorf("container %s runs %v, want %s", c["name"], c["image"], want)
+		}
+		// The image's default user is 65532; the agent and install-cni
+		// need root.
+		if dig(t, c, "securityContext", "runAsUser") != float64(0) {
+			t.Errorf("container %s does not ask for runAsUser: 0", c["name"])
+		}
+	}
+}
+
 // installCNIOptions parses the DaemonSet's init container as install-cni
 // does.
 func installCNIOptions(t *testing.T) install.Options {
