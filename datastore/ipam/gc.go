@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calyx-net/calyx/datastore"
 )
 
 // Report says what a garbage collection released or repaired.
@@ -32,6 +35,59 @@ type Report struct {
 	// Skipped counts repairs not made because the record changed under
 	// gc (it is in use); the next run looks again.
 	Skipped int `json:"skipped,omitempty"`
+	// Kept are leaked-looking allocations gc did not release because their
+	// workload might still exist: their node is registered and this gc
+	// cannot see (or saw) the node's workloads. That node's agent, which
+	// can, releases them.
+	Kept []KeptHandle `json:"kept,omitempty"`
+	// Waiting says why gc released nothing at all: records it cannot read
+	// might name the addresses it would free.
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// KeptHandle is an allocation gc left alone, and why.
+type KeptHandle struct {
+	Handle string `json:"handle"`
+	Node   string `json:"node,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// InUseFunc reports whether the workload of an attachment on this node
+// might still exist (its interface is there, an ADD for it is running):
+// the agent's own view of its workloads. gc never releases such a handle.
+type InUseFunc func(h *Handle) bool
+
+// SetInUse gives gc of node the agent's view of its workloads. Without it
+// gc releases leaked allocations only of nodes that are not registered.
+func (i *IPAM) SetInUse(node string, fn InUseFunc) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.inUseNode, i.inUse = node, fn
+}
+
+// ErrUnreadableRecords: gc released nothing because some WorkloadEndpoint
+// or handle could not be read or decoded; it waits until they can be.
+var ErrUnreadableRecords = errors.New("IPAM gc releases nothing while records it cannot read exist")
+
+// mayExist says whether the workload of h (on node) might still exist, and
+// why, for gc running for gcNode ("" for the whole cluster).
+func (i *IPAM) mayExist(st *clusterState, h *Handle, gcNode string) (bool, string) {
+	switch {
+	case h.Node == "":
+		return true, "no node recorded: nothing tells whether its workload runs"
+	case !st.nodes[h.Node]:
+		return false, "" // the node is gone, and its workloads with it
+	}
+	i.mu.Lock()
+	inUseNode, inUse := i.inUseNode, i.inUse
+	i.mu.Unlock()
+	if inUse == nil || inUseNode != h.Node || gcNode != h.Node {
+		return true, "node " + h.Node + " is registered: its agent, which sees its workloads, releases it"
+	}
+	if inUse(h) {
+		return true, "its workload's interface is still on " + h.Node
+	}
+	return false, ""
 }
 
 // ReleasedHandle is one leaked handle gc released.
@@ -86,10 +142,37 @@ func (i *IPAM) gc(ctx context.Context, node string, grace time.Duration) (Report
 		return done && err == nil
 	}
 
+	// Nothing is released while a record gc cannot read might be the
+	// endpoint (or handle) that holds an address: it reports and waits.
+	var unreadable []string
+	for _, p := range st.unreadable {
+		if strings.HasPrefix(p.Subject, datastore.KindPrefix(datastore.KindWorkloadEndpoint)) || strings.HasPrefix(p.Subject, HandlesPrefix) {
+			unreadable = append(unreadable, p.Subject)
+		}
+	}
+	if len(unreadable) > 0 {
+		rep.Waiting = fmt.Sprintf("%d records cannot be read or decoded (%s): fix or delete them, then gc runs again", len(unreadable), strings.Join(unreadable, ", "))
+		i.log.Warn("IPAM gc releases nothing while records cannot be read", "records", unreadable)
+		errs = append(errs, fmt.Errorf("%w: %s", ErrUnreadableRecords, rep.Waiting))
+	}
+	keep := func(h *Handle) bool {
+		if len(unreadable) > 0 {
+			return true
+		}
+		if exists, why := i.mayExist(st, h, node); exists {
+			rep.Kept = append(rep.Kept, KeptHandle{Handle: h.ID, Node: h.Node, Reason: why})
+			return true
+		}
+		return false
+	}
+
 	// Leaked handles.
 	for _, id := range sortedKeys(st.handles) {
 		h := st.handles[id]
 		if (node != "" && h.Node != node) || h.Endpoint == "" || st.endpoints[h.Endpoint] != nil || !old(h.Created) {
+			continue
+		}
+		if keep(h) {
 			continue
 		}
 		if note(i.releaseHandleAt(ctx, id, st.handleRevs[id])) {
@@ -139,6 +222,9 @@ func (i *IPAM) gc(ctx context.Context, node string, grace time.Duration) (Report
 				i.log.Warn("IPAM gc rebuilt a missing handle record from its block entries", "handle", id, "endpoint", ep)
 				rep.RestoredHandles = append(rep.RestoredHandles, id)
 			}
+			continue
+		}
+		if keep(&Handle{ID: id, Node: entries[0].Node, Attributes: entries[0].Attributes}) {
 			continue
 		}
 		for _, a := range entries {

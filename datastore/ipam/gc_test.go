@@ -54,6 +54,8 @@ func TestGCReleasesLeakedAllocationAndKeepsLiveOnes(t *testing.T) {
 	if rep, err := im.GCNode(c.ctx, "n2", 0); err != nil || !rep.Empty() {
 		t.Fatalf("GCNode(n2) = %+v, %v; want nothing done", rep, err)
 	}
+	// n1's agent says no workload of the leak exists.
+	im.SetInUse("n1", func(h *Handle) bool { return h.ID == "live.eth0" })
 	rep, err = im.GCNode(c.ctx, "n1", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -231,6 +233,7 @@ func TestRunGCCleansUpPeriodically(t *testing.T) {
 	if _, err := im.Allocate(c.ctx, Request{Handle: "leak", Node: "n1", Attrs: Attributes{Endpoint: "ep-leak"}}); err != nil {
 		t.Fatal(err)
 	}
+	im.SetInUse("n1", func(*Handle) bool { return false })
 	ctx, cancel := context.WithCancel(c.ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); im.RunGC(ctx, "n1", 20*time.Millisecond, 0) }()

@@ -31,6 +31,9 @@ type IPAM struct {
 	mu      sync.Mutex
 	queue   []*op
 	running bool // a runner goroutine is draining the queue
+	// inUse is the agent's view of inUseNode's workloads (SetInUse).
+	inUseNode string
+	inUse     InUseFunc
 
 	// Owned by the runner goroutine (one at a time).
 	snap    *snapshot
@@ -65,7 +68,7 @@ const maxRequestIPs = 16
 
 // Request asks for the addresses of one workload attachment.
 type Request struct {
-	// Handle names the attachment: HandleID(containerID, ifName). Asking
+	// Handle names the attachment: AttachmentHandle(node, containerID, ifName). Asking
 	// again with the same handle returns the same addresses.
 	Handle string
 	// Node is the node the workload runs on; blocks are claimed for it.
@@ -131,6 +134,30 @@ func (i *IPAM) Release(ctx context.Context, handle string) error {
 	o := &op{kind: opRelease, ctx: ctx, handle: handle, done: make(chan struct{})}
 	_, err := i.await(ctx, o)
 	return err
+}
+
+// ReleaseAttachment releases what one attachment on node holds: its
+// handle, or, for a workload added before handles were node-scoped, the
+// legacy handle, but only when that record says it is node's (a legacy
+// handle is shared by every node's container with that ID).
+func (i *IPAM) ReleaseAttachment(ctx context.Context, node, containerID, ifName string) error {
+	id := AttachmentHandle(node, containerID, ifName)
+	if err := i.Release(ctx, id); err != nil {
+		return err
+	}
+	legacy := HandleID(containerID, ifName)
+	resp, err := i.etcd.Get(ctx, HandleKey(legacy))
+	if err != nil {
+		return fmt.Errorf("reading handle %q: %w", legacy, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	h, err := decodeHandle(resp.Kvs[0].Value)
+	if err != nil || h.Node != node {
+		return nil // not ours, or unreadable: gc and the operator decide
+	}
+	return i.Release(ctx, legacy)
 }
 
 // await queues the op and waits for its outcome or for ctx. A caller that

@@ -3,6 +3,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/calyx-net/calyx/datastore"
@@ -47,9 +48,22 @@ func nodeAffinityPrefix(node string) string { return AffinityPrefix + node + "/"
 // HandleKey is the etcd key of a handle.
 func HandleKey(id string) string { return HandlesPrefix + id }
 
-// HandleID is the handle of one workload attachment: the container ID and
-// the interface name inside the container, so that two interfaces of one
-// container get separate addresses and a repeated ADD finds its own.
+// AttachmentHandle is the handle of one workload attachment: the node, the
+// container ID and the interface name inside the container, so that two
+// interfaces of one container get separate addresses, a repeated ADD finds
+// its own, and the same container ID on two nodes (runtimes only promise
+// uniqueness per host) gets two handles that a DEL on one node never
+// touches on the other. The parts are joined by "/" after escaping any
+// "/" and "%" in them, so no two attachments share a handle ("abc.x" with
+// "eth0" and "abc" with "x.eth0" did, in the legacy form).
+func AttachmentHandle(node, containerID, ifName string) string {
+	return node + "/" + url.PathEscape(containerID) + "/" + url.PathEscape(ifName)
+}
+
+// HandleID is the legacy handle (containerID "." ifName), which agents
+// before node-scoped handles wrote: ambiguous, and shared by every node's
+// container with that ID. ReleaseAttachment still looks for it, so that a
+// workload added before an upgrade is released by its DEL.
 func HandleID(containerID, ifName string) string { return containerID + "." + ifName }
 
 // parseBlockKey returns the CIDR of a blocks/ key.
@@ -75,7 +89,7 @@ func parseAffinityKey(key string) (string, netip.Prefix, error) {
 func validHandle(id string) error {
 	switch {
 	case id == "":
-		return fmt.Errorf("empty handle (want <container id>.<interface>)")
+		return fmt.Errorf("empty handle (want AttachmentHandle(node, container id, interface))")
 	case len(id) > 512:
 		return fmt.Errorf("handle %.40q... is longer than 512 bytes", id)
 	case strings.ContainsAny(id, "\x00\n"):

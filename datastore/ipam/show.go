@@ -157,9 +157,15 @@ func WriteProblems(w io.Writer, problems []Problem) error {
 
 // WriteReport prints what GC did.
 func (r *Report) WriteReport(w io.Writer) error {
-	if r.Empty() {
-		_, err := fmt.Fprintln(w, "IPAM gc: nothing to do")
-		return err
+	if r.Waiting != "" {
+		fmt.Fprintf(w, "IPAM gc released nothing: %s\n", r.Waiting)
+	}
+	if r.Empty() && len(r.Kept) == 0 {
+		if r.Waiting == "" {
+			_, err := fmt.Fprintln(w, "IPAM gc: nothing to do")
+			return err
+		}
+		return nil
 	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ACTION\tSUBJECT\tNODE\tADDRESSES\tDETAIL")
@@ -180,6 +186,9 @@ func (r *Report) WriteReport(w io.Writer) error {
 	}
 	for _, k := range r.FixedAffinities {
 		fmt.Fprintf(tw, "fixed affinity\t%s\t-\t-\tmade to match its block\n", k)
+	}
+	for _, k := range r.Kept {
+		fmt.Fprintf(tw, "kept\t%s\t%s\t-\t%s\n", k.Handle, dash(k.Node), k.Reason)
 	}
 	if r.Skipped > 0 {
 		fmt.Fprintf(tw, "skipped\t%d records\t-\t-\tchanged during gc; the next run looks again\n", r.Skipped)
