@@ -64,8 +64,9 @@ type Agent struct {
 	synced chan struct{} // closed at the first datastore in-sync
 	kick   chan struct{}
 
-	opts  options
-	group *group // every loop the agent runs
+	opts   options
+	group  *group // every loop the agent runs
+	notify *notifier
 }
 
 // Option changes how Run starts the agent. The shipped binary passes only
@@ -78,6 +79,8 @@ type options struct {
 	fault func(step string) error
 	// beatHook runs at each idle beat of the dataplane loop.
 	beatHook func(ctx context.Context)
+	// dataplaneStall replaces the dataplane loop's stall deadline.
+	dataplaneStall time.Duration
 }
 
 // WithLogLevel gives the agent the level its logger uses, so that calyxctl
@@ -94,6 +97,10 @@ func WithFaults(fault func(step string) error) Option { return func(o *options) 
 func WithDataplaneBeatHook(hook func(ctx context.Context)) Option {
 	return func(o *options) { o.beatHook = hook }
 }
+
+// WithDataplaneStall sets the dataplane loop's stall deadline (and beats
+// it four times as often), so that a test sees a stall quickly.
+func WithDataplaneStall(d time.Duration) Option { return func(o *options) { o.dataplaneStall = d } }
 
 // Stall deadlines: how long each loop may go without a heartbeat before
 // /livez fails and the watchdog stops being fed.
@@ -119,6 +126,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 		learnedPaths: map[netip.Prefix][]netip.Addr{},
 		synced:       make(chan struct{}), kick: make(chan struct{}, 1),
 	}
+	a.opts.dataplaneStall = dataplaneStall
 	for _, o := range opts {
 		o(&a.opts)
 	}
@@ -126,6 +134,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	// one, in reverse order.
 	a.group = newGroup(context.WithoutCancel(ctx), log)
 	defer a.group.stop()
+	a.notify = newNotifier(log)
+	if every := watchdogInterval() / 2; every > 0 {
+		a.group.Go("watchdog", 0, func(ctx context.Context) error {
+			return a.notify.watchdog(ctx, every, a.group.problems, a.readyStatus)
+		})
+	}
+	a.notify.setStatus("registering node " + a.node + " with the datastore")
 	a.group.OnStop("datastore", a.closeDatastore)
 	if err := a.startDatastore(ctx); err != nil {
 		return err
@@ -153,7 +168,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 		return err
 	}
 	a.group.Go("api", 0, serveAPI)
-	a.group.Go("dataplane", dataplaneStall, a.dataplaneLoop)
+	a.group.Go("dataplane", a.opts.dataplaneStall, a.dataplaneLoop)
 	if cfg.IPAMGCInterval > 0 {
 		a.group.Go("ipam-gc", 0, func(ctx context.Context) error {
 			a.ipam.RunGC(ctx, a.node, cfg.IPAMGCInterval, cfg.IPAMGCGrace)
@@ -164,6 +179,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	a.log.Info("calyx-agent started", "node", a.node, "address", a.nodeIP, "socket", cfg.AgentSocket)
 	<-ctx.Done()
 	a.log.Info("stopping: routes, chains and BGP routes at the peers stay in place")
+	a.notify.stopping()
 	return nil
 }
 

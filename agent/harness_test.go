@@ -266,12 +266,13 @@ func (h *host) startAgent() {
 	h.agent, h.agentLog, h.exited = cmd, logf, exited
 }
 
-// cleanEnv is the test's environment without CALYX_* settings, so that
-// the agent and plugin see only what each test gives them.
+// cleanEnv is the test's environment without CALYX_* settings (and
+// without systemd's notify socket, should the tests run under systemd),
+// so that the agent and plugin see only what each test gives them.
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CALYX_") && !strings.HasPrefix(kv, "CNI_") {
+		if !strings.HasPrefix(kv, "CALYX_") && !strings.HasPrefix(kv, "CNI_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "WATCHDOG_") {
 			out = append(out, kv)
 		}
 	}
@@ -378,18 +379,11 @@ func (h *host) waitStatusReady() {
 func (h *host) etcdClient() *clientv3.Client {
 	h.t.Helper()
 	h.etcdOnce.Do(func() {
-		nsPath := h.nsPath()
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
 			if _, rest, ok := strings.Cut(addr, "://"); ok {
 				addr = rest
 			}
-			var c net.Conn
-			err := netns.Do(nsPath, func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-				return err
-			})
-			return c, err
+			return h.dialInNS(ctx, "tcp", addr)
 		}
 		h.etcd, h.etcdErr = clientv3.New(clientv3.Config{
 			Endpoints: []string{"127.0.0.1:2379"}, DialTimeout: 5 * time.Second,
@@ -400,6 +394,18 @@ func (h *host) etcdClient() *clientv3.Client {
 		h.t.Fatalf("etcd client in %s: %v", h.ns, h.etcdErr)
 	}
 	return h.etcd
+}
+
+// dialInNS connects from inside the host namespace (to what listens on
+// its loopback: the embedded etcd, the health endpoint).
+func (h *host) dialInNS(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := netns.Do(h.nsPath(), func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // workload is one attachment: a namespace and what the agent derives.

@@ -118,8 +118,9 @@ func (a *Agent) localEndpointsLocked() map[string]*datastore.WorkloadEndpoint {
 // agent never removes what it is about to recreate), programs the
 // dataplane once, then keeps it following the state.
 func (a *Agent) dataplaneLoop(ctx context.Context) error {
-	beat := time.NewTicker(dataplaneBeat)
+	beat := time.NewTicker(min(dataplaneBeat, a.opts.dataplaneStall/4))
 	defer beat.Stop()
+	a.notify.setStatus("waiting for the datastore to be in sync")
 	for synced := false; !synced; {
 		select {
 		case <-ctx.Done():
@@ -130,6 +131,7 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 			synced = true
 		}
 	}
+	a.notify.setStatus("programming the dataplane")
 	a.recompute(ctx)
 	start := time.Now()
 	if err := a.local.Apply(ctx); err != nil {
@@ -156,6 +158,11 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	if err := a.learned.Apply(ctx); err != nil {
 		a.log.Error("programming learned routes", "err", err)
 	}
+	// Policy's first programming, before its loop takes over (which
+	// retries a failure): READY=1 comes after it.
+	if err := a.policy.Apply(ctx); err != nil {
+		a.log.Error("programming policy", "err", err)
+	}
 	stall := partStall(a.cfg.ResyncInterval)
 	a.group.Go("workload routes", stall, a.local.Run)
 	a.group.Go("learned routes", stall, a.learned.Run)
@@ -166,6 +173,8 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	learnedKick := a.learnedSync.wakeChan()
 	a.mu.Unlock()
 	grDone := a.startBGP(ctx)
+	a.notify.ready(a.readyStatus())
+	a.log.Info("ready: the dataplane is programmed", "took", time.Since(start).Round(time.Millisecond))
 	reconcile := time.NewTicker(a.cfg.ResyncInterval)
 	defer reconcile.Stop()
 	for {
@@ -188,6 +197,18 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 			heartbeat.Beat(ctx)
 		}
 	}
+}
+
+// readyStatus is the STATUS= line of a running agent.
+func (a *Agent) readyStatus() string {
+	a.mu.Lock()
+	n := len(a.localEndpointsLocked())
+	bgp := "BGP speaker running"
+	if !a.bgpStarted {
+		bgp = "BGP speaker not started"
+	}
+	a.mu.Unlock()
+	return fmt.Sprintf("ready: %d local endpoints, %s", n, bgp)
 }
 
 // recompute derives every part's desired state from the cluster state and

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -125,13 +126,14 @@ func TestDaemonSet(t *testing.T) {
 // systemd-analyze verify checks the unit (with ExecStart pointed at a real
 // binary, since the shipped path does not exist on a build machine).
 func TestSystemdUnit(t *testing.T) {
-	sa, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
 	unit, err := os.ReadFile("systemd/calyx-agent.service")
 	if err != nil {
 		t.Fatal(err)
+	}
+	checkNotifyUnit(t, string(unit))
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
 	}
 	dir := t.TempDir()
 	text := strings.ReplaceAll(string(unit), "/usr/local/bin/calyx-agent", "/bin/true")
@@ -195,6 +197,25 @@ func installCNIOptions(t *testing.T) install.Options {
 	}
 	t.Fatal("no init container runs calyx-agent install-cni")
 	return install.Options{}
+}
+
+// checkNotifyUnit: the agent speaks sd_notify (READY after the first
+// programming, a watchdog fed by its loops), and only the main process
+// may notify.
+func checkNotifyUnit(t *testing.T, unit string) {
+	t.Helper()
+	keys := map[string]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			keys[k] = v
+		}
+	}
+	if keys["Type"] != "notify" || keys["NotifyAccess"] != "main" {
+		t.Errorf("unit: Type=%q NotifyAccess=%q, want notify and main", keys["Type"], keys["NotifyAccess"])
+	}
+	if d, err := time.ParseDuration(keys["WatchdogSec"] + "s"); err != nil || d < 10*time.Second {
+		t.Errorf("unit: WatchdogSec=%q, want at least 10 seconds", keys["WatchdogSec"])
+	}
 }
 
 func manifests(t *testing.T) []map[string]any {

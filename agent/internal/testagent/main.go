@@ -3,11 +3,12 @@
 // never shipped (make build builds ./cmd/... only), so the real binary has
 // no hidden switch.
 //
-//	testagent [--test-fault-after STEP] [--test-stall-after DURATION] [agent settings]
+//	testagent [--test-fault-after STEP] [--test-stall-when FILE] [--test-dataplane-deadline D] [agent settings]
 //
 // --test-fault-after fails every CNI ADD after STEP (ipam-allocated,
-// veth-created, dataplane-programmed); --test-stall-after blocks the
-// dataplane loop that long after start, so that its heartbeat stops.
+// veth-created, dataplane-programmed); --test-stall-when blocks the
+// dataplane loop once FILE exists, so that its heartbeat stops;
+// --test-dataplane-deadline shortens that loop's stall deadline.
 package main
 
 import (
@@ -33,18 +34,20 @@ func main() {
 				}
 				return nil
 			}))
-		case "--test-stall-after":
-			d, err := time.ParseDuration(args[1])
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "testagent: --test-stall-after:", err)
-				os.Exit(2)
-			}
-			start := time.Now()
+		case "--test-stall-when":
+			file := args[1]
 			opts = append(opts, agent.WithDataplaneBeatHook(func(ctx context.Context) {
-				if time.Since(start) > d {
+				if _, err := os.Stat(file); err == nil {
 					<-ctx.Done()
 				}
 			}))
+		case "--test-dataplane-deadline":
+			d, err := time.ParseDuration(args[1])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testagent: --test-dataplane-deadline:", err)
+				os.Exit(2)
+			}
+			opts = append(opts, agent.WithDataplaneStall(d))
 		default:
 			os.Exit(agent.Main(args, opts...))
 		}
