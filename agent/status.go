@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"sort"
 	"time"
 
@@ -108,4 +109,29 @@ func (s *statusServer) BGPRoutes(ctx context.Context, req *apipb.BGPRoutesReques
 		reply.Routes = append(reply.Routes, r)
 	}
 	return reply, nil
+}
+
+// SetLogLevel changes the level of every log line from now on; it lasts
+// until the agent restarts (--log-level sets the level at start).
+func (s *statusServer) SetLogLevel(_ context.Context, req *apipb.SetLogLevelRequest) (*apipb.SetLogLevelReply, error) {
+	lv := s.a.opts.level
+	if lv == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this agent's log level cannot be changed at runtime")
+	}
+	prev := lv.Level()
+	if req.GetLevel() != "" {
+		l, err := ParseLogLevel(req.GetLevel())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "log level %q: %v", req.GetLevel(), err)
+		}
+		lv.Set(l)
+		if l != prev {
+			s.a.log.Warn("log level changed at runtime", "from", LevelName(prev), "to", LevelName(l))
+		}
+	}
+	return &apipb.SetLogLevelReply{Previous: LevelName(prev), Level: LevelName(lv.Level())}, nil
+}
+
+func (s *statusServer) Version(context.Context, *apipb.VersionRequest) (*apipb.VersionReply, error) {
+	return &apipb.VersionReply{Version: version.Version, Commit: version.CommitID(), GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}, nil
 }

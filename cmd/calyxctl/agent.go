@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	apipb "github.com/calyx-net/calyx/cni/api"
 	"github.com/calyx-net/calyx/cni/client"
+	"github.com/calyx-net/calyx/internal/version"
 )
 
 // agentClient connects to the local agent's socket.
@@ -141,4 +143,88 @@ func runBGP(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _
 			orDash(strings.Join(path, " ")), (time.Duration(r.AgeSeconds) * time.Second).String())
 	}
 	return tw.Flush()
+}
+
+// runAgent: `calyxctl agent log-level [LEVEL]` shows or changes the local
+// agent's log level at runtime.
+func runAgent(ctx context.Context, g *globals, _ *pflag.FlagSet, args []string, _ io.Reader, out io.Writer) error {
+	if len(args) < 1 || args[0] != "log-level" || len(args) > 2 {
+		return usageErr("usage: calyxctl agent log-level [debug|info|warn|error]")
+	}
+	req := &apipb.SetLogLevelRequest{}
+	if len(args) == 2 {
+		req.Level = args[1]
+	}
+	c, done, err := agentClient(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer done()
+	r, err := c.SetLogLevel(ctx, req)
+	if err != nil {
+		return fmt.Errorf("agent log-level: %v", err)
+	}
+	if req.Level == "" || r.Previous == r.Level {
+		fmt.Fprintln(out, r.Level)
+		return nil
+	}
+	fmt.Fprintf(out, "%s (was %s; until the agent restarts)\n", r.Level, r.Previous)
+	return nil
+}
+
+// runVersion prints calyxctl's version and the local agent's (--client:
+// calyxctl's only). An unreachable agent is reported and fails the
+// command, as kubectl does for its server.
+func runVersion(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, _ io.Reader, out io.Writer) error {
+	if len(args) > 0 {
+		return usageErr("usage: calyxctl version [--client] [-o table|json]")
+	}
+	format, err := outputFormat(fs)
+	if err != nil {
+		return err
+	}
+	clientOnly, _ := fs.GetBool("client")
+	type build struct {
+		Version   string `json:"version"`
+		Commit    string `json:"commit"`
+		GoVersion string `json:"goVersion"`
+		Platform  string `json:"platform"`
+	}
+	v := struct {
+		Client build  `json:"client"`
+		Agent  *build `json:"agent,omitempty"`
+		Error  string `json:"agentError,omitempty"`
+	}{Client: build{version.Version, version.CommitID(), runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}}
+	var agentErr error
+	if !clientOnly {
+		agentErr = func() error {
+			c, done, err := agentClient(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			r, err := c.Version(ctx, &apipb.VersionRequest{})
+			if err != nil {
+				return err
+			}
+			v.Agent = &build{r.Version, r.Commit, r.GoVersion, r.Platform}
+			return nil
+		}()
+		if agentErr != nil {
+			v.Error = agentErr.Error()
+		}
+	}
+	if format == "json" {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintln(out, string(b))
+	} else {
+		fmt.Fprintf(out, "calyxctl:    %s (commit %s, %s, %s)\n", v.Client.Version, v.Client.Commit, v.Client.GoVersion, v.Client.Platform)
+		if v.Agent != nil {
+			fmt.Fprintf(out, "calyx-agent: %s (commit %s, %s, %s)\n", v.Agent.Version, v.Agent.Commit, v.Agent.GoVersion, v.Agent.Platform)
+		}
+	}
+	if agentErr != nil {
+		return fmt.Errorf("calyx-agent version: %v", agentErr)
+	}
+	return nil
 }

@@ -17,7 +17,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/internal/version"
 )
 
 const usage = `calyxctl manages Calyx resources and asks the local agent for its state.
@@ -36,7 +35,8 @@ Usage:
   calyxctl ipam check                    find inconsistencies
   calyxctl ipam gc [--grace DURATION]    release leaked allocations
   calyxctl ipam release --ip IP          release one address (operator repair)
-  calyxctl version
+  calyxctl agent log-level [LEVEL]       show or change the local agent's log level (until it restarts)
+  calyxctl version [--client] [-o json]  calyxctl's and the local agent's versions and commits
 
 Kinds: bgpconfig, node, bgppeer, ippool, ipamconfig, workloadendpoint (wep), policy
 (singular, plural or short forms).
@@ -171,9 +171,10 @@ func commands() map[string]command {
 		{name: "node", run: runNode, flags: outputFlag},
 		{name: "bgp", run: runBGP, flags: outputFlag},
 		{name: "ipam", run: runIPAM, flags: ipamFlags},
-		{name: "version", run: func(context.Context, *globals, *pflag.FlagSet, []string, io.Reader, io.Writer) error {
-			fmt.Println(version.String("calyxctl"))
-			return nil
+		{name: "agent", run: runAgent},
+		{name: "version", run: runVersion, flags: func(fs *pflag.FlagSet) {
+			fs.StringP("output", "o", "table", "output format: table or json")
+			fs.Bool("client", false, "only calyxctl's version (do not ask the agent)")
 		}},
 	}
 	m := map[string]command{}

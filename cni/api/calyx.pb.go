@@ -1795,6 +1795,211 @@ func (x *BGPRoute) GetAgeSeconds() int64 {
 	return 0
 }
 
+type SetLogLevelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// debug, info, warn or error; empty: leave it as it is.
+	Level         string `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLogLevelRequest) Reset() {
+	*x = SetLogLevelRequest{}
+	mi := &file_cni_api_calyx_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLogLevelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLogLevelRequest) ProtoMessage() {}
+
+func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_api_calyx_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
+func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
+	return file_cni_api_calyx_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetLogLevelRequest) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+type SetLogLevelReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The level before the call and the level now.
+	Previous      string `protobuf:"bytes,1,opt,name=previous,proto3" json:"previous,omitempty"`
+	Level         string `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLogLevelReply) Reset() {
+	*x = SetLogLevelReply{}
+	mi := &file_cni_api_calyx_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLogLevelReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLogLevelReply) ProtoMessage() {}
+
+func (x *SetLogLevelReply) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_api_calyx_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLogLevelReply.ProtoReflect.Descriptor instead.
+func (*SetLogLevelReply) Descriptor() ([]byte, []int) {
+	return file_cni_api_calyx_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetLogLevelReply) GetPrevious() string {
+	if x != nil {
+		return x.Previous
+	}
+	return ""
+}
+
+func (x *SetLogLevelReply) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+type VersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionRequest) Reset() {
+	*x = VersionRequest{}
+	mi := &file_cni_api_calyx_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionRequest) ProtoMessage() {}
+
+func (x *VersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_api_calyx_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionRequest.ProtoReflect.Descriptor instead.
+func (*VersionRequest) Descriptor() ([]byte, []int) {
+	return file_cni_api_calyx_proto_rawDescGZIP(), []int{27}
+}
+
+type VersionReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The release, e.g. "v0.1.0" ("dev" for a plain go build).
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The source commit (12 hex digits) or "unknown".
+	Commit string `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	// The Go release and platform the agent was built with.
+	GoVersion     string `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	Platform      string `protobuf:"bytes,4,opt,name=platform,proto3" json:"platform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionReply) Reset() {
+	*x = VersionReply{}
+	mi := &file_cni_api_calyx_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionReply) ProtoMessage() {}
+
+func (x *VersionReply) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_api_calyx_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionReply.ProtoReflect.Descriptor instead.
+func (*VersionReply) Descriptor() ([]byte, []int) {
+	return file_cni_api_calyx_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *VersionReply) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionReply) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *VersionReply) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *VersionReply) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
 var File_cni_api_calyx_proto protoreflect.FileDescriptor
 
 const file_cni_api_calyx_proto_rawDesc = "" +
@@ -1931,7 +2136,19 @@ const file_cni_api_calyx_proto_rawDesc = "" +
 	"\x04best\x18\x06 \x01(\bR\x04best\x12\x17\n" +
 	"\aas_path\x18\a \x03(\rR\x06asPath\x12\x1f\n" +
 	"\vage_seconds\x18\b \x01(\x03R\n" +
-	"ageSeconds*\x97\x01\n" +
+	"ageSeconds\"*\n" +
+	"\x12SetLogLevelRequest\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"D\n" +
+	"\x10SetLogLevelReply\x12\x1a\n" +
+	"\bprevious\x18\x01 \x01(\tR\bprevious\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\"\x10\n" +
+	"\x0eVersionRequest\"{\n" +
+	"\fVersionReply\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\x12\x1a\n" +
+	"\bplatform\x18\x04 \x01(\tR\bplatform*\x97\x01\n" +
 	"\vBGPPeerType\x12\x1d\n" +
 	"\x19BGP_PEER_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BGP_PEER_TYPE_MESH\x10\x01\x12\x1b\n" +
@@ -1956,11 +2173,13 @@ const file_cni_api_calyx_proto_rawDesc = "" +
 	"\x03Del\x12\x14.calyx.v1.DelRequest\x1a\x12.calyx.v1.DelReply\x125\n" +
 	"\x05Check\x12\x16.calyx.v1.CheckRequest\x1a\x14.calyx.v1.CheckReply\x128\n" +
 	"\x06Status\x12\x17.calyx.v1.StatusRequest\x1a\x15.calyx.v1.StatusReply\x12,\n" +
-	"\x02GC\x12\x13.calyx.v1.GCRequest\x1a\x11.calyx.v1.GCReply2\x90\x01\n" +
+	"\x02GC\x12\x13.calyx.v1.GCRequest\x1a\x11.calyx.v1.GCReply2\x96\x02\n" +
 	"\x05Agent\x12D\n" +
 	"\n" +
 	"NodeStatus\x12\x1b.calyx.v1.NodeStatusRequest\x1a\x19.calyx.v1.NodeStatusReply\x12A\n" +
-	"\tBGPRoutes\x12\x1a.calyx.v1.BGPRoutesRequest\x1a\x18.calyx.v1.BGPRoutesReplyB*Z(github.com/calyx-net/calyx/cni/api;apipbb\x06proto3"
+	"\tBGPRoutes\x12\x1a.calyx.v1.BGPRoutesRequest\x1a\x18.calyx.v1.BGPRoutesReply\x12G\n" +
+	"\vSetLogLevel\x12\x1c.calyx.v1.SetLogLevelRequest\x1a\x1a.calyx.v1.SetLogLevelReply\x12;\n" +
+	"\aVersion\x12\x18.calyx.v1.VersionRequest\x1a\x16.calyx.v1.VersionReplyB*Z(github.com/calyx-net/calyx/cni/api;apipbb\x06proto3"
 
 var (
 	file_cni_api_calyx_proto_rawDescOnce sync.Once
@@ -1975,41 +2194,45 @@ func file_cni_api_calyx_proto_rawDescGZIP() []byte {
 }
 
 var file_cni_api_calyx_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_cni_api_calyx_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_cni_api_calyx_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_cni_api_calyx_proto_goTypes = []any{
-	(BGPPeerType)(0),          // 0: calyx.v1.BGPPeerType
-	(BGPSessionState)(0),      // 1: calyx.v1.BGPSessionState
-	(BGPOrigin)(0),            // 2: calyx.v1.BGPOrigin
-	(*Invocation)(nil),        // 3: calyx.v1.Invocation
-	(*CNIArgs)(nil),           // 4: calyx.v1.CNIArgs
-	(*AddRequest)(nil),        // 5: calyx.v1.AddRequest
-	(*AddReply)(nil),          // 6: calyx.v1.AddReply
-	(*Result)(nil),            // 7: calyx.v1.Result
-	(*Interface)(nil),         // 8: calyx.v1.Interface
-	(*IPConfig)(nil),          // 9: calyx.v1.IPConfig
-	(*Route)(nil),             // 10: calyx.v1.Route
-	(*DNS)(nil),               // 11: calyx.v1.DNS
-	(*DelRequest)(nil),        // 12: calyx.v1.DelRequest
-	(*DelReply)(nil),          // 13: calyx.v1.DelReply
-	(*CheckRequest)(nil),      // 14: calyx.v1.CheckRequest
-	(*CheckReply)(nil),        // 15: calyx.v1.CheckReply
-	(*StatusRequest)(nil),     // 16: calyx.v1.StatusRequest
-	(*StatusReply)(nil),       // 17: calyx.v1.StatusReply
-	(*Attachment)(nil),        // 18: calyx.v1.Attachment
-	(*GCRequest)(nil),         // 19: calyx.v1.GCRequest
-	(*GCReply)(nil),           // 20: calyx.v1.GCReply
-	(*CNIError)(nil),          // 21: calyx.v1.CNIError
-	(*NodeStatusRequest)(nil), // 22: calyx.v1.NodeStatusRequest
-	(*NodeStatusReply)(nil),   // 23: calyx.v1.NodeStatusReply
-	(*BGPPeerStatus)(nil),     // 24: calyx.v1.BGPPeerStatus
-	(*BGPRoutesRequest)(nil),  // 25: calyx.v1.BGPRoutesRequest
-	(*BGPRoutesReply)(nil),    // 26: calyx.v1.BGPRoutesReply
-	(*BGPRoute)(nil),          // 27: calyx.v1.BGPRoute
-	nil,                       // 28: calyx.v1.Invocation.LabelsEntry
+	(BGPPeerType)(0),           // 0: calyx.v1.BGPPeerType
+	(BGPSessionState)(0),       // 1: calyx.v1.BGPSessionState
+	(BGPOrigin)(0),             // 2: calyx.v1.BGPOrigin
+	(*Invocation)(nil),         // 3: calyx.v1.Invocation
+	(*CNIArgs)(nil),            // 4: calyx.v1.CNIArgs
+	(*AddRequest)(nil),         // 5: calyx.v1.AddRequest
+	(*AddReply)(nil),           // 6: calyx.v1.AddReply
+	(*Result)(nil),             // 7: calyx.v1.Result
+	(*Interface)(nil),          // 8: calyx.v1.Interface
+	(*IPConfig)(nil),           // 9: calyx.v1.IPConfig
+	(*Route)(nil),              // 10: calyx.v1.Route
+	(*DNS)(nil),                // 11: calyx.v1.DNS
+	(*DelRequest)(nil),         // 12: calyx.v1.DelRequest
+	(*DelReply)(nil),           // 13: calyx.v1.DelReply
+	(*CheckRequest)(nil),       // 14: calyx.v1.CheckRequest
+	(*CheckReply)(nil),         // 15: calyx.v1.CheckReply
+	(*StatusRequest)(nil),      // 16: calyx.v1.StatusRequest
+	(*StatusReply)(nil),        // 17: calyx.v1.StatusReply
+	(*Attachment)(nil),         // 18: calyx.v1.Attachment
+	(*GCRequest)(nil),          // 19: calyx.v1.GCRequest
+	(*GCReply)(nil),            // 20: calyx.v1.GCReply
+	(*CNIError)(nil),           // 21: calyx.v1.CNIError
+	(*NodeStatusRequest)(nil),  // 22: calyx.v1.NodeStatusRequest
+	(*NodeStatusReply)(nil),    // 23: calyx.v1.NodeStatusReply
+	(*BGPPeerStatus)(nil),      // 24: calyx.v1.BGPPeerStatus
+	(*BGPRoutesRequest)(nil),   // 25: calyx.v1.BGPRoutesRequest
+	(*BGPRoutesReply)(nil),     // 26: calyx.v1.BGPRoutesReply
+	(*BGPRoute)(nil),           // 27: calyx.v1.BGPRoute
+	(*SetLogLevelRequest)(nil), // 28: calyx.v1.SetLogLevelRequest
+	(*SetLogLevelReply)(nil),   // 29: calyx.v1.SetLogLevelReply
+	(*VersionRequest)(nil),     // 30: calyx.v1.VersionRequest
+	(*VersionReply)(nil),       // 31: calyx.v1.VersionReply
+	nil,                        // 32: calyx.v1.Invocation.LabelsEntry
 }
 var file_cni_api_calyx_proto_depIdxs = []int32{
 	4,  // 0: calyx.v1.Invocation.args:type_name -> calyx.v1.CNIArgs
-	28, // 1: calyx.v1.Invocation.labels:type_name -> calyx.v1.Invocation.LabelsEntry
+	32, // 1: calyx.v1.Invocation.labels:type_name -> calyx.v1.Invocation.LabelsEntry
 	7,  // 2: calyx.v1.Invocation.prev_result:type_name -> calyx.v1.Result
 	3,  // 3: calyx.v1.AddRequest.invocation:type_name -> calyx.v1.Invocation
 	7,  // 4: calyx.v1.AddReply.result:type_name -> calyx.v1.Result
@@ -2033,15 +2256,19 @@ var file_cni_api_calyx_proto_depIdxs = []int32{
 	19, // 22: calyx.v1.CNI.GC:input_type -> calyx.v1.GCRequest
 	22, // 23: calyx.v1.Agent.NodeStatus:input_type -> calyx.v1.NodeStatusRequest
 	25, // 24: calyx.v1.Agent.BGPRoutes:input_type -> calyx.v1.BGPRoutesRequest
-	6,  // 25: calyx.v1.CNI.Add:output_type -> calyx.v1.AddReply
-	13, // 26: calyx.v1.CNI.Del:output_type -> calyx.v1.DelReply
-	15, // 27: calyx.v1.CNI.Check:output_type -> calyx.v1.CheckReply
-	17, // 28: calyx.v1.CNI.Status:output_type -> calyx.v1.StatusReply
-	20, // 29: calyx.v1.CNI.GC:output_type -> calyx.v1.GCReply
-	23, // 30: calyx.v1.Agent.NodeStatus:output_type -> calyx.v1.NodeStatusReply
-	26, // 31: calyx.v1.Agent.BGPRoutes:output_type -> calyx.v1.BGPRoutesReply
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
+	28, // 25: calyx.v1.Agent.SetLogLevel:input_type -> calyx.v1.SetLogLevelRequest
+	30, // 26: calyx.v1.Agent.Version:input_type -> calyx.v1.VersionRequest
+	6,  // 27: calyx.v1.CNI.Add:output_type -> calyx.v1.AddReply
+	13, // 28: calyx.v1.CNI.Del:output_type -> calyx.v1.DelReply
+	15, // 29: calyx.v1.CNI.Check:output_type -> calyx.v1.CheckReply
+	17, // 30: calyx.v1.CNI.Status:output_type -> calyx.v1.StatusReply
+	20, // 31: calyx.v1.CNI.GC:output_type -> calyx.v1.GCReply
+	23, // 32: calyx.v1.Agent.NodeStatus:output_type -> calyx.v1.NodeStatusReply
+	26, // 33: calyx.v1.Agent.BGPRoutes:output_type -> calyx.v1.BGPRoutesReply
+	29, // 34: calyx.v1.Agent.SetLogLevel:output_type -> calyx.v1.SetLogLevelReply
+	31, // 35: calyx.v1.Agent.Version:output_type -> calyx.v1.VersionReply
+	27, // [27:36] is the sub-list for method output_type
+	18, // [18:27] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -2059,7 +2286,7 @@ func file_cni_api_calyx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cni_api_calyx_proto_rawDesc), len(file_cni_api_calyx_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -308,8 +308,10 @@ var CNI_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Agent_NodeStatus_FullMethodName = "/calyx.v1.Agent/NodeStatus"
-	Agent_BGPRoutes_FullMethodName  = "/calyx.v1.Agent/BGPRoutes"
+	Agent_NodeStatus_FullMethodName  = "/calyx.v1.Agent/NodeStatus"
+	Agent_BGPRoutes_FullMethodName   = "/calyx.v1.Agent/BGPRoutes"
+	Agent_SetLogLevel_FullMethodName = "/calyx.v1.Agent/SetLogLevel"
+	Agent_Version_FullMethodName     = "/calyx.v1.Agent/Version"
 )
 
 // AgentClient is the client API for Agent service.
@@ -322,6 +324,11 @@ type AgentClient interface {
 	NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusReply, error)
 	// BGPRoutes lists the routes in the embedded BGP speaker's table.
 	BGPRoutes(ctx context.Context, in *BGPRoutesRequest, opts ...grpc.CallOption) (*BGPRoutesReply, error)
+	// SetLogLevel changes the agent's log level at once, until it restarts
+	// (calyxctl agent log-level LEVEL); an empty level only reports it.
+	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelReply, error)
+	// Version reports the agent's build (calyxctl version).
+	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionReply, error)
 }
 
 type agentClient struct {
@@ -352,6 +359,26 @@ func (c *agentClient) BGPRoutes(ctx context.Context, in *BGPRoutesRequest, opts 
 	return out, nil
 }
 
+func (c *agentClient) SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*SetLogLevelReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetLogLevelReply)
+	err := c.cc.Invoke(ctx, Agent_SetLogLevel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VersionReply)
+	err := c.cc.Invoke(ctx, Agent_Version_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -362,6 +389,11 @@ type AgentServer interface {
 	NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusReply, error)
 	// BGPRoutes lists the routes in the embedded BGP speaker's table.
 	BGPRoutes(context.Context, *BGPRoutesRequest) (*BGPRoutesReply, error)
+	// SetLogLevel changes the agent's log level at once, until it restarts
+	// (calyxctl agent log-level LEVEL); an empty level only reports it.
+	SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelReply, error)
+	// Version reports the agent's build (calyxctl version).
+	Version(context.Context, *VersionRequest) (*VersionReply, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -377,6 +409,12 @@ func (UnimplementedAgentServer) NodeStatus(context.Context, *NodeStatusRequest) 
 }
 func (UnimplementedAgentServer) BGPRoutes(context.Context, *BGPRoutesRequest) (*BGPRoutesReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method BGPRoutes not implemented")
+}
+func (UnimplementedAgentServer) SetLogLevel(context.Context, *SetLogLevelRequest) (*SetLogLevelReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetLogLevel not implemented")
+}
+func (UnimplementedAgentServer) Version(context.Context, *VersionRequest) (*VersionReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Version not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -435,6 +473,42 @@ func _Agent_BGPRoutes_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_SetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetLogLevelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).SetLogLevel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_SetLogLevel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).SetLogLevel(ctx, req.(*SetLogLevelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_Version_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Version(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Version_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Version(ctx, req.(*VersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -449,6 +523,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BGPRoutes",
 			Handler:    _Agent_BGPRoutes_Handler,
+		},
+		{
+			MethodName: "SetLogLevel",
+			Handler:    _Agent_SetLogLevel_Handler,
+		},
+		{
+			MethodName: "Version",
+			Handler:    _Agent_Version_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
