@@ -34,7 +34,7 @@ func TestFakeRecordsAndPlays(t *testing.T) {
 	if err := f.SetAdvertisements(ctx, advs); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.Advertisements()); got != "[{10.244.0.0/26 invalid IP} {10.244.1.0/26 invalid IP}]" {
+	if got := fmt.Sprint(f.Advertisements()); got != "[{10.244.0.0/26 invalid IP []} {10.244.1.0/26 invalid IP []}]" {
 		t.Errorf("advertisements %s", got)
 	}
 	if p, a := f.Calls(); p != 1 || a != 1 {

@@ -279,10 +279,21 @@ func linkNames(t *testing.T, ns netnstest.NS) string {
 	t.Helper()
 	var names []string
 	for _, line := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
+		// Only "N: name: ..." lines: ip(8) also writes notes to stderr
+		// ("Peer netns reference is invalid." while a peer namespace goes).
 		f := strings.Fields(line)
-		if len(f) > 1 {
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") && isDigits(strings.TrimSuffix(f[0], ":")) {
 			names = append(names, strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0])
 		}
 	}
 	return strings.Join(names, " ")
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
