@@ -115,8 +115,8 @@ func (t *Table) apply(ctx context.Context, only []netip.Prefix) ([]netip.Prefix,
 		}
 		t.mu.Unlock()
 
-		if len(res.conflicts) > 0 && !resync && pass == 0 {
-			t.log.Debug("route slot taken, re-reading the kernel", "count", len(res.conflicts))
+		if !resync && pass == 0 && (len(res.conflicts) > 0 || (only == nil && t.resyncWanted())) {
+			t.log.Debug("route slot taken or a second route of ours seen, re-reading the kernel", "conflicts", len(res.conflicts))
 			force = true
 			continue
 		}
@@ -250,6 +250,13 @@ func (t *Table) mergeEventsLocked() {
 	}
 	for p, ev := range t.kernelEvents {
 		have, had := t.actual[p]
+		if had && ev.k.priority != have.priority {
+			// Another route of ours at p, with another metric (made by
+			// hand): only a re-read tells what is there; the pass that
+			// merged this does one.
+			t.needResync = true
+			continue
+		}
 		if ev.deleted {
 			if !had {
 				continue
@@ -337,14 +344,20 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 		}
 		delete(t.pending, p)
 		want := wantKernel(r, ifindex)
-		if hasHave && sameForwarding(want, have, p.Addr().Is4()) {
+		if hasHave && have.priority == writeMetric(p) && sameForwarding(want, have, p.Addr().Is4()) {
 			continue
 		}
-		op := OpAdd
-		if hasHave {
-			op = OpReplace
+		if hasHave && have.priority == writeMetric(p) {
+			b.put(OpReplace, r, want)
+			continue
 		}
-		b.put(op, r, want)
+		// A replace would hit the slot of our metric, which may hold
+		// someone else's route: add exclusively, then delete ours at
+		// the other metric (a hand-made one).
+		b.put(OpAdd, r, want)
+		if hasHave {
+			b.del(p, have, true)
+		}
 	}
 	b.flush()
 	return res
@@ -389,7 +402,7 @@ func (b *writeBatch) queue(rq writeReq) {
 	full := false
 	if rq.err == nil {
 		rq.sent = true
-		full = t.w.queue(rq.op, rq.dst, rq.k, t.table, t.opts.Protocol)
+		full = t.k.queueWrite(rq.op, rq.dst, rq.k, t.table, t.opts.Protocol)
 	}
 	b.reqs = append(b.reqs, rq)
 	if full || len(b.reqs) >= 4*writeBatchMax {
@@ -400,7 +413,7 @@ func (b *writeBatch) queue(rq writeReq) {
 // flush sends what is queued and handles every outcome in order.
 func (b *writeBatch) flush() {
 	t, res := b.t, b.res
-	results := t.w.flush()
+	results := t.k.flushWrites()
 	next := 0
 	for _, rq := range b.reqs {
 		err := rq.err
@@ -430,7 +443,9 @@ func (b *writeBatch) flush() {
 		r := rq.route
 		switch {
 		case err == nil:
-			t.actual[p] = t.hops.kernel(rq.k)
+			k := rq.k
+			k.priority = writeMetric(p) // as the kernel reports it
+			t.actual[p] = t.hops.kernel(k)
 			if rq.op == OpAdd {
 				t.counters.added.Add(1)
 			} else {
@@ -460,15 +475,30 @@ func (t *Table) link(name string, lookup bool) (linkState, bool) {
 		ls, ok := t.links[name]
 		return ls, ok
 	}
-	l, err := t.h.LinkByName(name)
+	ls, err := t.k.linkByName(name)
 	if err != nil {
 		delete(t.links, name)
 		return linkState{}, false
 	}
-	ls := linkState{index: l.Attrs().Index, up: l.Attrs().RawFlags&unix.IFF_UP != 0}
 	t.links[name] = ls
 	t.linkNames[ls.index] = name
 	return ls, true
+}
+
+// writeMetric is the metric the kernel gives the routes the table writes
+// (none set): 0 for IPv4, 1024 for IPv6.
+func writeMetric(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1024
+}
+
+// resyncWanted reports whether a re-read has been asked for.
+func (t *Table) resyncWanted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.needResync
 }
 
 // isWatching reports whether Run's subscriptions are live.

@@ -74,7 +74,8 @@ func BenchmarkApplyUnchanged100k(b *testing.B) {
 func BenchmarkRawRouteAdd100k(b *testing.B) {
 	ns := newTestNS(b, "bench")
 	tbl := newTestTable(b, ns, Options{})
-	link, err := tbl.h.LinkByName("cxa0")
+	h := tbl.k.(*netlinkKernel).h
+	link, err := h.LinkByName("cxa0")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func BenchmarkRawRouteAdd100k(b *testing.B) {
 		}
 		b.StartTimer()
 		for _, nr := range nrs {
-			if err := tbl.h.RouteAdd(nr); err != nil {
+			if err := h.RouteAdd(nr); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync/atomic"
 
@@ -24,14 +23,14 @@ type routeEvents struct {
 	stopped atomic.Bool
 }
 
-// watchRouteEvents subscribes and starts reading; note is called for each
-// event of ours (deleted: RTM_DELROUTE), then poke once per datagram that
-// held any. When reading fails (ENOBUFS: the kernel dropped events), the
-// error is sent on failed and reading stops: the caller renews the
-// subscription with a full re-read.
-func (t *Table) watchRouteEvents(failed chan<- error) (*routeEvents, error) {
+// watchRouteEvents subscribes and starts reading; sink.routeEvent is
+// called for each event of sel (deleted: RTM_DELROUTE), then
+// sink.eventsQueued once per datagram that held any. When reading fails
+// (ENOBUFS: the kernel dropped events), the error is sent on failed and
+// reading stops: the caller renews the subscription with a full re-read.
+func (k *netlinkKernel) watchRouteEvents(sel eventSelector, sink eventSink, failed chan<- error) (*routeEvents, error) {
 	var fd int
-	err := netns.Do(t.opts.NetNSPath, func() error {
+	err := netns.Do(k.nsPath, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 		return err
@@ -40,17 +39,17 @@ func (t *Table) watchRouteEvents(failed chan<- error) (*routeEvents, error) {
 		return nil, fmt.Errorf("route event socket: %w", err)
 	}
 	var groups uint32
-	if t.opts.Family.has4() {
+	if sel.family.has4() {
 		groups |= unix.RTMGRP_IPV4_ROUTE
 	}
-	if t.opts.Family.has6() {
+	if sel.family.has6() {
 		groups |= unix.RTMGRP_IPV6_ROUTE
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, subscribeBuffer); err != nil {
 		// Without CAP_NET_ADMIN: as much as the sysctl limit allows.
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, subscribeBuffer)
 	}
-	if err := attachEventFilter(fd, t.opts.Protocol, t.w.port); err != nil {
+	if err := attachEventFilter(fd, sel.protocol, k.w.port); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("route event socket: filter: %w", err)
 	}
@@ -79,12 +78,15 @@ func (t *Table) watchRouteEvents(failed chan<- error) (*routeEvents, error) {
 			}
 			if err != nil {
 				if !ev.stopped.Load() {
-					failed <- fmt.Errorf("reading route events: %w", err) // buffered: never blocks
+					select {
+					case failed <- fmt.Errorf("reading route events: %w", err):
+					default: // the subscription is already reported lost
+					}
 				}
 				return
 			}
-			if t.noteRouteMessages(buf[:n]) {
-				t.poke()
+			if decodeRouteEvents(buf[:n], sel, sink) {
+				sink.eventsQueued()
 			}
 		}
 	}()
@@ -126,9 +128,10 @@ func (ev *routeEvents) stop() {
 	<-ev.done
 }
 
-// noteRouteMessages queues the events of ours in one datagram for the next
-// apply, and reports whether there were any.
-func (t *Table) noteRouteMessages(b []byte) bool {
+// decodeRouteEvents hands the events of sel in one datagram to sink, and
+// reports whether there were any. Each message's header is checked before
+// the rest is decoded.
+func decodeRouteEvents(b []byte, sel eventSelector, sink eventSink) bool {
 	any := false
 	for len(b) >= nlmsgHdrLen {
 		l := int(ne.Uint32(b))
@@ -142,26 +145,15 @@ func (t *Table) noteRouteMessages(b []byte) bool {
 			continue
 		}
 		h, ok := parseRouteHeader(body)
-		if !ok || h.table != t.table || h.protocol != t.opts.Protocol {
-			continue
-		}
-		if (h.family == unix.AF_INET && !t.opts.Family.has4()) || (h.family == unix.AF_INET6 && !t.opts.Family.has6()) ||
-			(h.family != unix.AF_INET && h.family != unix.AF_INET6) {
+		if !ok || !sel.wants(h.family, h.table, h.protocol) {
 			continue
 		}
 		p, k, ok := parseRouteMsg(body)
 		if !ok {
 			continue
 		}
-		t.noteRoute(p, k, typ == unix.RTM_DELROUTE)
+		sink.routeEvent(p, k, typ == unix.RTM_DELROUTE)
 		any = true
 	}
 	return any
-}
-
-// noteRoute queues one kernel route event of ours for the next apply.
-func (t *Table) noteRoute(p netip.Prefix, k kroute, deleted bool) {
-	t.mu.Lock()
-	t.kernelEvents[p] = kernelEvent{k: k, deleted: deleted}
-	t.mu.Unlock()
 }

@@ -57,27 +57,20 @@ func (t *Table) families() []int {
 // another metric), the one with the lowest metric is kept in view and the
 // others are returned as extras to delete.
 func (t *Table) readRoutes(family int) (map[netip.Prefix]kroute, []dupRoute, error) {
-	filter := &netlink.Route{Table: t.table, Protocol: netlink.RouteProtocol(t.opts.Protocol)}
-	mask := uint64(netlink.RT_FILTER_TABLE | netlink.RT_FILTER_PROTOCOL)
 	var lastErr error
 	for range dumpAttempts {
 		actual := make(map[netip.Prefix]kroute, len(t.actual))
 		var extras []dupRoute
-		err := t.h.RouteListFilteredIter(family, filter, mask, func(nr netlink.Route) bool {
-			p, k, ok := haveKernel(&nr)
-			if !ok {
-				return true
-			}
+		err := t.k.listRoutes(family, t.table, t.opts.Protocol, func(p netip.Prefix, k kroute) {
 			if prev, dup := actual[p]; dup {
 				if k.priority < prev.priority {
 					prev, k = k, prev
 					actual[p] = prev
 				}
 				extras = append(extras, dupRoute{dst: p, k: k})
-				return true
+				return
 			}
 			actual[p] = t.hops.kernel(k)
-			return true
 		})
 		if err == nil {
 			return actual, extras, nil
@@ -93,13 +86,8 @@ func (t *Table) readRoutes(family int) (map[netip.Prefix]kroute, []dupRoute, err
 func (t *Table) readLinks() (map[string]linkState, error) {
 	var lastErr error
 	for range dumpAttempts {
-		list, err := t.h.LinkList()
+		links, err := t.k.listLinks()
 		if err == nil {
-			links := make(map[string]linkState, len(list))
-			for _, l := range list {
-				a := l.Attrs()
-				links[a.Name] = linkState{index: a.Index, up: a.RawFlags&unix.IFF_UP != 0}
-			}
 			return links, nil
 		}
 		lastErr = err

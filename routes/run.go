@@ -2,12 +2,7 @@ package routes
 
 import (
 	"context"
-	"errors"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	vns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/calyx-net/calyx/internal/heartbeat"
 	"github.com/calyx-net/calyx/routes/netns"
@@ -28,12 +23,13 @@ const subscribeBuffer = 16 << 20
 // be opened; lost subscriptions are renewed (with a full re-read). Stop Run
 // before calling Close.
 func (t *Table) Run(ctx context.Context) error {
-	ns, err := netns.Open(t.opts.NetNSPath)
-	if err != nil {
-		return err
+	if t.opts.NetNSPath != "" {
+		ns, err := netns.Open(t.opts.NetNSPath)
+		if err != nil {
+			return err
+		}
+		ns.Close()
 	}
-	defer ns.Close()
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	applierDone := make(chan struct{})
@@ -46,7 +42,7 @@ func (t *Table) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := t.watch(ctx, ns)
+		err := t.watch(ctx)
 		t.mu.Lock()
 		t.watching = false
 		t.mu.Unlock()
@@ -66,57 +62,22 @@ func (t *Table) Run(ctx context.Context) error {
 	return nil
 }
 
-// watch runs one pair of subscriptions until one of them ends.
-func (t *Table) watch(ctx context.Context, ns vns.NsHandle) error {
-	done := make(chan struct{})
-	linkCh := make(chan netlink.LinkUpdate, 256)
-	var linksStarted bool
-	defer func() {
-		close(done)
-		// The subscription goroutine closes its channel once its socket
-		// is closed; drain so it never stays blocked on a send.
-		if linksStarted {
-			go drainUntilClosed(linkCh)
-		}
-	}()
-	onErr := func(err error) { t.log.Debug("netlink event socket", "err", err) }
-
-	routeFailed := make(chan error, 1)
-	routes, err := t.watchRouteEvents(routeFailed)
+// watch runs one subscription until it is lost or ctx ends.
+func (t *Table) watch(ctx context.Context) error {
+	failed := make(chan error, 1)
+	stop, err := t.startWatch(failed)
 	if err != nil {
 		return err
 	}
-	defer routes.stop()
-	if err := netlink.LinkSubscribeWithOptions(linkCh, done, netlink.LinkSubscribeOptions{
-		Namespace:              &ns,
-		ErrorCallback:          onErr,
-		ReceiveBufferSize:      subscribeBuffer,
-		ReceiveBufferForceSize: true,
-	}); err != nil {
-		return err
-	}
-	linksStarted = true
-	// Whatever happened before the subscriptions started is unknown.
-	t.mu.Lock()
-	t.watching = true
-	t.needResync = true
-	t.mu.Unlock()
-	t.poke()
-
+	defer stop()
 	resync := time.NewTicker(t.opts.ResyncInterval)
 	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-routeFailed:
+		case err := <-failed:
 			return err
-		case u, ok := <-linkCh:
-			if !ok {
-				return errors.New("link subscription closed")
-			}
-			t.noteLink(u)
-			t.poke()
 		case <-resync.C:
 			t.mu.Lock()
 			t.needResync = true
@@ -126,16 +87,20 @@ func (t *Table) watch(ctx context.Context, ns vns.NsHandle) error {
 	}
 }
 
-// noteLink queues an interface event for the next apply.
-func (t *Table) noteLink(u netlink.LinkUpdate) {
-	a := u.Attrs()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.linkEvents[a.Index] = linkEvent{
-		name:    a.Name,
-		up:      a.RawFlags&unix.IFF_UP != 0,
-		deleted: u.Header.Type == unix.RTM_DELLINK,
+// startWatch subscribes to the kernel's events and marks the table as
+// watching; whatever happened before the subscription started is unknown,
+// so the next pass re-reads the kernel.
+func (t *Table) startWatch(failed chan<- error) (stop func(), err error) {
+	stop, err = t.k.subscribe(eventSelector{protocol: t.opts.Protocol, table: t.table, family: t.opts.Family}, t, failed)
+	if err != nil {
+		return nil, err
 	}
+	t.mu.Lock()
+	t.watching = true
+	t.needResync = true
+	t.mu.Unlock()
+	t.poke()
+	return stop, nil
 }
 
 // poke asks the applier for a pass without blocking.
@@ -195,9 +160,4 @@ func (t *Table) hasWork() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.needResync || len(t.dirty) > 0 || len(t.kernelEvents) > 0 || len(t.linkEvents) > 0
-}
-
-func drainUntilClosed[T any](ch <-chan T) {
-	for range ch {
-	}
 }

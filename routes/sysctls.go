@@ -222,3 +222,8 @@ func (s *Sysctls) follow(ctx context.Context, ch <-chan netlink.LinkUpdate, tick
 		}
 	}
 }
+
+func drainUntilClosed[T any](ch <-chan T) {
+	for range ch {
+	}
+}

@@ -11,8 +11,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/calyx-net/calyx/routes/netns"
 )
 
 // WriteOp names a kernel write, for the BeforeWrite hook and logs.
@@ -66,14 +64,12 @@ type Options struct {
 // families: routes of that protocol that are not desired are deleted. Use
 // one Table per (protocol, table, family).
 type Table struct {
-	opts      Options
-	table     int
-	log       *slog.Logger
-	h         *netlink.Handle
-	ownHandle bool
-	w         *routeWriter // route writes, batched; guarded by applyMu
-	hops      hopCache
-	counters  counters
+	opts     Options
+	table    int
+	log      *slog.Logger
+	k        kernelShim // reads, batched writes and events; writes under applyMu
+	hops     hopCache
+	counters counters
 
 	// mu guards the desired state and what the Run loop hands over; it is
 	// never held during kernel I/O, so setters do not wait for an Apply.
@@ -121,8 +117,33 @@ type dupRoute struct {
 }
 
 // New returns a Table with an empty desired set. It opens its netlink
-// handle unless Options.Handle is given; Close releases it.
+// sockets (and a handle, unless Options.Handle is given); Close releases
+// them.
 func New(opts Options) (*Table, error) {
+	t, err := newTable(opts)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newNetlinkKernel(opts.NetNSPath, opts.Handle)
+	if err != nil {
+		return nil, err
+	}
+	t.k = k
+	return t, nil
+}
+
+// newWithKernel is New with the kernel shim injected (tests).
+func newWithKernel(opts Options, k kernelShim) (*Table, error) {
+	t, err := newTable(opts)
+	if err != nil {
+		return nil, err
+	}
+	t.k = k
+	return t, nil
+}
+
+// newTable checks the options and builds a table without a kernel.
+func newTable(opts Options) (*Table, error) {
 	if opts.Protocol <= unix.RTPROT_STATIC || opts.Protocol > 255 {
 		return nil, fmt.Errorf("route protocol %d: must be between %d and 255 (lower numbers belong to the kernel and to static routes)", opts.Protocol, unix.RTPROT_STATIC+1)
 	}
@@ -150,7 +171,6 @@ func New(opts Options) (*Table, error) {
 		opts:         opts,
 		table:        table,
 		log:          log.With("component", "routes", "protocol", opts.Protocol, "table", table),
-		h:            opts.Handle,
 		desired:      make(map[netip.Prefix]storedRoute),
 		dirty:        make(map[netip.Prefix]struct{}),
 		kernelEvents: make(map[netip.Prefix]kernelEvent),
@@ -162,31 +182,15 @@ func New(opts Options) (*Table, error) {
 		linkNames:    make(map[int]string),
 		pending:      make(map[netip.Prefix]struct{}),
 	}
-	w, err := newRouteWriter(opts.NetNSPath)
-	if err != nil {
-		return nil, err
-	}
-	t.w = w
-	if t.h == nil {
-		h, err := netns.NewHandle(opts.NetNSPath)
-		if err != nil {
-			w.close()
-			return nil, err
-		}
-		t.h, t.ownHandle = h, true
-	}
 	return t, nil
 }
 
-// Close releases the table's own netlink handle and socket. Routes stay in
-// the kernel.
+// Close releases the table's netlink sockets (and its own handle). Routes
+// stay in the kernel.
 func (t *Table) Close() {
 	t.applyMu.Lock()
-	t.w.close()
-	t.applyMu.Unlock()
-	if t.ownHandle {
-		t.h.Close()
-	}
+	defer t.applyMu.Unlock()
+	t.k.close()
 }
 
 // SetRoutes replaces the whole desired set. Invalid routes are left out and

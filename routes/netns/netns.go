@@ -56,9 +56,10 @@ func Open(path string) (vns.NsHandle, error) {
 // containernetworking's ns.Do).
 //
 // If the thread cannot return to its original namespace, or fn panics, the
-// thread stays locked: the runtime ends a locked thread with its goroutine,
-// so no other goroutine ever runs on it. A panic in fn is raised again in
-// the caller's goroutine.
+// thread stays locked: the runtime ends a locked thread with its goroutine
+// (or, for the main thread, which cannot end, parks it for good), so no
+// other goroutine ever runs on it. A panic in fn is raised again in the
+// caller's goroutine.
 //
 // Only fn's own goroutine is inside the namespace: goroutines it starts run
 // on other threads, in the original namespace. Files under /proc/sys/net
