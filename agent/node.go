@@ -19,7 +19,10 @@ func detectNodeIP() (netip.Addr, error) {
 	if err != nil || len(routes) == 0 || routes[0].Src == nil {
 		return netip.Addr{}, fmt.Errorf("cannot find the default route's source address (%v): set --node-ip", err)
 	}
-	a, _ := netip.AddrFromSlice(routes[0].Src.To4())
+	a, ok := netip.AddrFromSlice(routes[0].Src.To4())
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("the default route's source address %v is not IPv4: set --node-ip", routes[0].Src)
+	}
 	return a, nil
 }
 
