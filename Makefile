@@ -22,10 +22,13 @@ KUBE_APISERVER ?= $(HOME)/.cache/calyx/kube-apiserver-$(KUBE_VERSION)
 all: build
 
 # What every binary reports (calyx-agent --version, calyxctl version,
-# calyx_build_info) and the image tag: the VERSION file and the commit.
+# calyx_build_info) and the image tag: the VERSION file (not git describe:
+# the manifests name the image by it, so it must not change per commit) and
+# the commit, with -dirty when the work tree has uncommitted changes.
 MODULE  := github.com/calyx-net/calyx
 VERSION ?= $(shell cat $(CURDIR)/VERSION)
-COMMIT  ?= $(shell git -C $(CURDIR) rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+COMMIT  ?= $(shell c=$$(git -C $(CURDIR) rev-parse --short=12 HEAD 2>/dev/null) || c=unknown; \
+	[ "$$c" = unknown ] || git -C $(CURDIR) diff --quiet HEAD 2>/dev/null || c=$$c-dirty; echo $$c)
 LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION) -X $(MODULE)/internal/version.Commit=$(COMMIT)
 
 # Static binaries (no cgo): they run on any Linux and in the image as they are.
