@@ -128,11 +128,17 @@ func (d *Dataplane) apply(ctx context.Context) error {
 		}
 	}
 	for _, fb := range p.batches {
-		if err := d.k.iptablesRestore(ctx, fb.family, fb.text); err != nil {
-			// Tables before the failing one may have committed: read
-			// the kernel again rather than guess.
+		if fb.text != "" {
+			if err := d.k.iptablesRestore(ctx, fb.family, fb.text); err != nil {
+				// Tables before the failing one may have committed: read
+				// the kernel again rather than guess.
+				d.have = nil
+				return fmt.Errorf("writing IPv%d tables: %w", fb.family, err)
+			}
+		}
+		if err := d.insertHooks(ctx, fb); err != nil {
 			d.have = nil
-			return fmt.Errorf("writing IPv%d tables: %w", fb.family, err)
+			return fmt.Errorf("inserting IPv%d hooks: %w", fb.family, err)
 		}
 		for _, b := range fb.tables {
 			ht := d.have.tables[fb.family][b.table]
@@ -252,8 +258,30 @@ func (d *Dataplane) planTable(sb *strings.Builder, f Family, t Table) (tableBatc
 	if len(b.write)+len(b.del)+len(b.addHooks)+len(ht.stale) == 0 {
 		return b, false
 	}
-	writeTableBatch(sb, t, b.write, b.del, b.addHooks, ht.stale...)
+	restoreHooks := b.addHooks
+	if d.hooks != nil {
+		restoreHooks = nil // inserted after the restore (insertHooks)
+	}
+	if len(b.write)+len(b.del)+len(restoreHooks)+len(ht.stale) > 0 {
+		writeTableBatch(sb, t, b.write, b.del, restoreHooks, ht.stale...)
+	}
 	return b, true
+}
+
+// insertHooks inserts the missing hooks of a family batch with go-iptables,
+// once the restore has made the chains they jump to.
+func (d *Dataplane) insertHooks(ctx context.Context, fb familyBatch) error {
+	if d.hooks == nil {
+		return nil
+	}
+	var hs []hook
+	for _, b := range fb.tables {
+		hs = append(hs, b.addHooks...)
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	return d.hooks.insert(ctx, fb.family, hs)
 }
 
 // writeSetOp writes one set's change as ipset restore input.

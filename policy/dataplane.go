@@ -24,6 +24,7 @@ type Dataplane struct {
 	log     *slog.Logger
 	k       kernel
 	members memberWriter // nil: set members are written by ipset restore
+	hooks   *hookWriter  // nil: hook rules are written by iptables-restore too
 	kick    chan struct{}
 
 	mu sync.Mutex // guards m
@@ -53,8 +54,11 @@ type Stats struct {
 }
 
 // New returns a Dataplane that runs the real commands (with
-// cfg.CommandPrefix) and writes set members over netlink where it can tell
-// which namespace the commands reach (see Config.NetNS).
+// cfg.CommandPrefix). Where it can tell which namespace the commands reach
+// (see Config.NetNS) it writes set members over netlink and the hook rules
+// in built-in chains with go-iptables, after checking the backend's
+// iptables (found, version, mode); elsewhere iptables-restore writes them
+// with the chains.
 func New(cfg Config, log *slog.Logger) (*Dataplane, error) {
 	d, err := newDataplane(cfg, log, ExecRunner{Prefix: cfg.CommandPrefix})
 	if err != nil {
@@ -62,6 +66,9 @@ func New(cfg Config, log *slog.Logger) (*Dataplane, error) {
 	}
 	if ns, ok := netlinkTarget(&d.cfg); ok {
 		d.members = netlinkSets{nsPath: ns}
+		if d.hooks, err = newHookWriter(ns, d.cfg.Backend, d.m.families, d.log); err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
+		}
 	} else {
 		d.log.Info("command prefix aims at an unknown namespace; set members are written by ipset restore")
 	}

@@ -91,8 +91,7 @@ func sortedChains(m map[string]*Chain) []*Chain {
 // hookLine is the rule in a built-in chain that jumps to ours, without the
 // leading "-A|-I <builtin>".
 func hookLine(h hook) string {
-	spec := "-j " + h.target
-	return `-m comment --comment "` + commentPrefix + ruleHash("", h.builtin, spec) + `" ` + spec
+	return `-m comment --comment "` + hookSpec(h)[3] + `" -j ` + h.target
 }
 
 func missingHooks(t Table) []hook {
