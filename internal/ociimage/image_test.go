@@ -262,7 +262,7 @@ func TestImageArchive(t *testing.T) {
 	}
 
 	// What the binaries print outside the image, they must print inside.
-	hostOut, err := exec.Command(filepath.Join(bins, "calyxctl"), "version").Output()
+	hostOut, err := exec.Command(filepath.Join(bins, "calyxctl"), "version", "--client").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func checkToolsInNetns(t *testing.T, root, ctlVersion string) {
 		}
 		return string(out)
 	}
-	if out := strings.TrimSpace(run("chroot", "--userspec=65532:65532", root, "/usr/local/bin/calyxctl", "version")); out != ctlVersion {
+	if out := strings.TrimSpace(run("chroot", "--userspec=65532:65532", root, "/usr/local/bin/calyxctl", "version", "--client")); out != ctlVersion {
 		t.Errorf("calyxctl version in the image: %q, outside: %q", out, ctlVersion)
 	}
 	if out := run("chroot", root, "/usr/local/bin/calyx-agent", "--version"); !strings.HasPrefix(out, "calyx-agent ") {
@@ -437,7 +437,7 @@ func checkContainerd(t *testing.T, path, ref, ctlVersion string) {
 	if out, _ := ctr("images", "ls", "-q"); strings.TrimSpace(out) != ref {
 		t.Errorf("ctr images ls: %q, want %s", out, ref)
 	}
-	out, err := ctr("run", "--rm", ref, "calyx-image-test", "/usr/local/bin/calyxctl", "version")
+	out, err := ctr("run", "--rm", ref, "calyx-image-test", "/usr/local/bin/calyxctl", "version", "--client")
 	if err != nil || strings.TrimSpace(out) != ctlVersion {
 		t.Errorf("ctr run calyxctl version: %v: %s", err, out)
 	}
