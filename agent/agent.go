@@ -56,6 +56,8 @@ type Agent struct {
 	learnedPaths map[netip.Prefix][]netip.Addr
 	learnedSync  learnedSync // which learned prefixes the table has yet to hear of
 	lastPeers    []bgp.Peer
+	lastPolicy   bgp.Policy
+	policySent   bool
 	// keptLearned are the routes learned before a restart, kept in the
 	// kernel until BGP's initial sync (End-of-RIB) and then swept.
 	keptLearned map[netip.Prefix][]netip.Addr

@@ -62,12 +62,17 @@ func desiredLocalRoutes(node string, local map[string]*datastore.WorkloadEndpoin
 	return out
 }
 
-// desiredAdvertisements: each owned block as one prefix (or, with
-// advertiseBlocks off, each local workload address), plus a /32 (/128) for
+// desiredAdvertisements: the service ranges, each owned block as one
+// prefix (or, with advertiseBlocks off, each local workload address), plus
+// a /32 (/128) for
 // every address this node borrowed from another node's block. IPv6
 // prefixes are announced only when the node has an IPv6 next hop.
-func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*datastore.WorkloadEndpoint, blocks map[netip.Prefix]*ipam.Block, advertiseBlocks bool) []bgp.Advertisement {
+func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*datastore.WorkloadEndpoint, blocks map[netip.Prefix]*ipam.Block, advertiseBlocks bool,
+	services []netip.Prefix, communities []uint32) []bgp.Advertisement {
 	want := map[netip.Prefix]bool{}
+	for _, p := range services {
+		want[p] = true // every node announces them: ECMP at the ToR
+	}
 	if advertiseBlocks {
 		for _, p := range ownBlocks(node, blocks) {
 			want[p] = true
@@ -96,7 +101,7 @@ func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*d
 		if !nh.IsValid() {
 			continue
 		}
-		out = append(out, bgp.Advertisement{Prefix: p, NextHop: nh})
+		out = append(out, bgp.Advertisement{Prefix: p, NextHop: nh, Communities: communities})
 	}
 	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Prefix, out[j].Prefix) })
 	return out

@@ -66,7 +66,7 @@ func TestDesiredAdvertisements(t *testing.T) {
 	local := map[string]*datastore.WorkloadEndpoint{"a": wep("a", "h1", "cxa", "10.244.1.1/32")}
 	// Own blocks, plus the address borrowed from h2's block as a /32; not
 	// the address h2 borrowed from ours (h2 announces that).
-	got := desiredAdvertisements("h1", nh4, nh6, local, testBlocks(), true)
+	got := desiredAdvertisements("h1", nh4, nh6, local, testBlocks(), true, nil, nil)
 	want := []bgp.Advertisement{
 		{Prefix: pfx("10.244.1.0/26"), NextHop: nh4},
 		{Prefix: pfx("10.244.2.9/32"), NextHop: nh4},
@@ -76,14 +76,26 @@ func TestDesiredAdvertisements(t *testing.T) {
 		t.Errorf("advertisements\n got %v\nwant %v", got, want)
 	}
 	// Without an IPv6 next hop, IPv6 prefixes are not announced.
-	if got := desiredAdvertisements("h1", nh4, netip.Addr{}, local, testBlocks(), true); len(got) != 2 {
+	if got := desiredAdvertisements("h1", nh4, netip.Addr{}, local, testBlocks(), true, nil, nil); len(got) != 2 {
 		t.Errorf("without IPv6 next hop: %v", got)
 	}
 	// advertiseBlocks off: each local address instead of the blocks.
-	got = desiredAdvertisements("h1", nh4, nh6, local, testBlocks(), false)
+	got = desiredAdvertisements("h1", nh4, nh6, local, testBlocks(), false, nil, nil)
 	want = []bgp.Advertisement{{Prefix: pfx("10.244.1.1/32"), NextHop: nh4}, {Prefix: pfx("10.244.2.9/32"), NextHop: nh4}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("advertiseBlocks=false\n got %v\nwant %v", got, want)
+	}
+	// Service ranges from every node, and the communities on everything.
+	cs := []uint32{64512<<16 | 100}
+	got = desiredAdvertisements("h1", nh4, nh6, local, testBlocks(), false, []netip.Prefix{pfx("10.96.0.0/12"), pfx("fd00:96::/112")}, cs)
+	want = []bgp.Advertisement{
+		{Prefix: pfx("10.96.0.0/12"), NextHop: nh4, Communities: cs},
+		{Prefix: pfx("10.244.1.1/32"), NextHop: nh4, Communities: cs},
+		{Prefix: pfx("10.244.2.9/32"), NextHop: nh4, Communities: cs},
+		{Prefix: pfx("fd00:96::/112"), NextHop: nh6, Communities: cs},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("services and communities\n got %v\nwant %v", got, want)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"reflect"
 	"time"
 
 	"github.com/calyx-net/calyx/bgp"
@@ -218,15 +217,7 @@ func (a *Agent) recompute(ctx context.Context) {
 	a.mu.Lock()
 	local := a.localEndpointsLocked()
 	localRoutes := desiredLocalRoutes(a.node, local, a.state.blocks)
-	advs := desiredAdvertisements(a.node, a.nodeIP, a.nodeIP6, local, a.state.blocks, a.state.bgpSpec().BlocksAdvertised())
-	var peers []bgp.Peer
-	peersChanged := false
-	if a.bgpStarted {
-		peers = bgp.DesiredPeers(a.selfNodeLocked(), a.nodeListLocked(), a.peerListLocked(), a.state.bgpSpec())
-		if !reflect.DeepEqual(peers, a.lastPeers) {
-			peersChanged, a.lastPeers = true, peers
-		}
-	}
+	desiredBGP := a.desiredBGPLocked(local)
 	learned := a.learnedSync.handover(a.learnedPaths, a.keptLearned, localRoutes, []netip.Addr{a.nodeIP, a.nodeIP6})
 	started := a.bgpStarted
 	a.metrics.localEndpoints.Set(float64(len(local)))
@@ -240,16 +231,8 @@ func (a *Agent) recompute(ctx context.Context) {
 			a.log.Error("learned routes refused", "err", err)
 		}
 	}
-	if !started {
-		return
-	}
-	if peersChanged {
-		if err := a.speaker.SetPeers(ctx, peers); err != nil {
-			a.log.Error("setting BGP peers", "err", err)
-		}
-	}
-	if err := a.speaker.SetAdvertisements(ctx, advs); err != nil {
-		a.log.Error("setting BGP advertisements", "err", err)
+	if started {
+		a.applyBGP(ctx, desiredBGP)
 	}
 }
 

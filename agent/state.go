@@ -15,6 +15,7 @@ type clusterState struct {
 	ipamConfig *datastore.IPAMConfig
 	nodes      map[string]*datastore.Node
 	peers      map[string]*datastore.BGPPeer
+	filters    map[string]*datastore.BGPFilter
 	pools      map[string]*datastore.IPPool
 	endpoints  map[string]*datastore.WorkloadEndpoint
 	policies   map[string]*datastore.Policy
@@ -26,6 +27,7 @@ func newClusterState() *clusterState {
 	return &clusterState{
 		nodes:     map[string]*datastore.Node{},
 		peers:     map[string]*datastore.BGPPeer{},
+		filters:   map[string]*datastore.BGPFilter{},
 		pools:     map[string]*datastore.IPPool{},
 		endpoints: map[string]*datastore.WorkloadEndpoint{},
 		policies:  map[string]*datastore.Policy{},
@@ -69,9 +71,13 @@ func (s *clusterState) apply(ev datastore.Event, ch *changes) {
 	case *datastore.BGPPeer:
 		setOrDelete(s.peers, v.Metadata.Name, v, deleted)
 		ch.bgp = true
+	case *datastore.BGPFilter:
+		setOrDelete(s.filters, v.Metadata.Name, v, deleted)
+		ch.bgp = true
 	case *datastore.IPPool:
 		setOrDelete(s.pools, v.Metadata.Name, v, deleted)
 		ch.policy = true // natOutgoing and the all-pools set
+		ch.bgp = true    // import safety
 	case *datastore.WorkloadEndpoint:
 		setOrDelete(s.endpoints, v.Metadata.Name, v, deleted)
 		ch.endpoints = true

@@ -62,6 +62,7 @@ func (s *statusServer) NodeStatus(ctx context.Context, _ *apipb.NodeStatusReques
 		ps := &apipb.BGPPeerStatus{
 			Address: p.Address.String(), Type: peerTypes[p.Type], AsNumber: p.ASN, State: sessionStates[p.State],
 			PrefixesReceived: p.PrefixesReceived, PrefixesAdvertised: p.PrefixesAdvertised, Name: p.Description,
+			BfdState: p.BFD, LastError: p.Reason,
 		}
 		if !p.Since.IsZero() {
 			ps.Since = p.Since.Unix()

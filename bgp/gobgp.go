@@ -32,6 +32,12 @@ type goBGP struct {
 	peers   map[netip.Addr]Peer
 	advs    map[netip.Prefix]advertised
 	subs    []*subscriber
+	// The policy and its rendering in GoBGP (gobgp_render.go).
+	policy     Policy
+	rend       *rendered
+	gen        int
+	policyDone string                // policyKey of what is installed
+	peerDone   map[netip.Addr]string // peerKey of each peer in it
 	// ctx lives from Start to Close; the watches hang off it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -90,6 +96,11 @@ func (b *goBGP) Start(ctx context.Context, g Global) error {
 		return fmt.Errorf("bgp start: policies: %w", err)
 	}
 	b.srv, b.global, b.started = srv, g, true
+	if err := b.applyPolicyLocked(ctx, nil); err != nil {
+		srv.Stop()
+		b.started = false
+		return fmt.Errorf("bgp start: policies: %w", err)
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if err := b.sync.start(b.ctx, srv, g.restartTime()); err != nil {
 		b.cancel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -38,6 +39,15 @@ func (b *goBGP) SetPeers(ctx context.Context, peers []Peer) error {
 	// End-of-RIB, and GoBGP defers its own updates until theirs.
 	localRestarting := b.global.GracefulRestart.Enabled && !b.sync.isDone()
 
+	// The policy learns about the new peers before their sessions exist.
+	wantList := make([]Peer, 0, len(want))
+	for _, w := range want {
+		wantList = append(wantList, w)
+	}
+	if err := b.applyPolicyLocked(ctx, wantList); err != nil {
+		errs = append(errs, err)
+	}
+
 	for addr, have := range b.peers {
 		w, keep := want[addr]
 		if keep && sameSession(have, w) {
@@ -52,7 +62,7 @@ func (b *goBGP) SetPeers(ctx context.Context, peers []Peer) error {
 	}
 	for addr, w := range want {
 		if _, ok := b.peers[addr]; ok {
-			b.peers[addr] = w // at most Type or Description changed
+			b.peers[addr] = w // at most Type, Description or Filters changed
 			continue
 		}
 		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: b.apiPeer(w, localRestarting)}); err != nil {
@@ -76,7 +86,8 @@ func (b *goBGP) SetPeers(ctx context.Context, peers []Peer) error {
 func sameSession(a, b Peer) bool {
 	a.Description, b.Description = "", ""
 	a.Type, b.Type = 0, 0
-	return a == b
+	a.Filters, b.Filters = nil, nil // policy, not session settings
+	return reflect.DeepEqual(a, b)
 }
 
 func (b *goBGP) peerAddrsLocked() []netip.Addr {
@@ -119,6 +130,16 @@ func (b *goBGP) apiPeer(p Peer, localRestarting bool) *api.Peer {
 			RestartTime:     rt,
 			DeferralTime:    rt,
 			LocalRestarting: localRestarting,
+		}
+	}
+	if p.BFD.Enabled {
+		us := uint32(p.BFD.Interval / time.Microsecond)
+		ap.Bfd = &api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: us, RequiredMinimumReceive: us,
+			DetectionMultiplier: uint32(p.BFD.Multiplier)}
+	}
+	if p.MaxPrefixes > 0 {
+		for _, af := range ap.AfiSafis {
+			af.PrefixLimits = &api.PrefixLimit{Family: af.Config.Family, MaxPrefixes: p.MaxPrefixes}
 		}
 	}
 	if p.RouteReflectorClient {

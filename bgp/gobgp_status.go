@@ -53,9 +53,33 @@ func (b *goBGP) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 	return out, nil
 }
 
+var bfdStates = map[api.BfdSessionState]string{
+	api.BfdSessionState_BFD_SESSION_STATE_UP:         "up",
+	api.BfdSessionState_BFD_SESSION_STATE_DOWN:       "down",
+	api.BfdSessionState_BFD_SESSION_STATE_INIT:       "init",
+	api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN: "admin-down",
+}
+
 func fillStatus(st *PeerStatus, ap *api.Peer) {
 	if s, ok := sessionStates[ap.GetState().GetSessionState()]; ok {
 		st.State = s
+	}
+	if ap.GetBfd().GetEnabled() {
+		st.BFD = bfdStates[ap.GetState().GetBfdState().GetSessionState()]
+		if st.BFD == "" {
+			st.BFD = "down"
+		}
+	}
+	switch {
+	case ap.GetState().GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT:
+		st.MaxPrefixesReached = true
+		limit := uint32(0)
+		for _, af := range ap.GetAfiSafis() {
+			limit = max(limit, af.GetPrefixLimits().GetMaxPrefixes())
+		}
+		st.Reason = fmt.Sprintf("maximum prefixes (%d) exceeded: session shut down until maxPrefixes or the peer changes", limit)
+	case st.State != StateEstablished:
+		st.Reason = ap.GetState().GetDisconnectMessage()
 	}
 	timers := ap.GetTimers().GetState()
 	since := timers.GetDowntime()

@@ -44,7 +44,7 @@ func TestGoBGPExternalWithdrawalsStayLocal(t *testing.T) {
 	port := freePort(t, n...)
 	a := startSpeaker(t, n[0], port, speakerOpts{})
 	b := startSpeaker(t, n[1], port, speakerOpts{})
-	x := startSpeaker(t, n[2], port, speakerOpts{asn: 65000})
+	x := startSpeaker(t, n[2], port, speakerOpts{asn: 65000, policy: &Policy{}}) // a ToR
 	a.setPeers(t, a.peerTo(b, PeerMesh))
 	b.setPeers(t, b.peerTo(a, PeerMesh), b.peerTo(x, PeerExternal))
 	x.setPeers(t, x.peerTo(b, PeerExternal))

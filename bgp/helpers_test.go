@@ -103,6 +103,13 @@ func freePort(t testing.TB, addrs ...netip.Addr) int {
 	return 0
 }
 
+// testPolicy is the tests' cluster: their blocks are in 10.244.0.0/16 (and
+// fd00:10:244::/48), their services in 10.96.0.0/12.
+var testPolicy = Policy{
+	PoolPrefixes:    []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/48")},
+	ServicePrefixes: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
+}
+
 // testSpeaker is a started GoBGP speaker on one loopback address.
 type testSpeaker struct {
 	Speaker
@@ -121,6 +128,8 @@ type speakerOpts struct {
 	restartTime time.Duration
 	families    []Family
 	noSubscribe bool
+	// policy replaces testPolicy (a ToR played by a speaker has no pools).
+	policy *Policy
 }
 
 func startSpeaker(t testing.TB, addr netip.Addr, port int, o speakerOpts) *testSpeaker {
@@ -151,6 +160,13 @@ func startSpeaker(t testing.TB, addr netip.Addr, port int, o speakerOpts) *testS
 		t.Fatalf("start speaker %s: %v", addr, err)
 	}
 	t.Cleanup(func() { s.Close(false) })
+	pol := testPolicy
+	if o.policy != nil {
+		pol = *o.policy
+	}
+	if err := s.SetPolicy(ctx, pol); err != nil {
+		t.Fatalf("speaker %s: SetPolicy: %v", addr, err)
+	}
 	return s
 }
 

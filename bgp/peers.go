@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -82,6 +83,9 @@ func DesiredPeers(self *datastore.Node, nodes []*datastore.Node, peers []*datast
 			Type:        PeerExternal,
 			Password:    bp.Spec.Password,
 			Description: "bgppeer " + bp.Metadata.Name,
+			BFD:         bfdFrom(bp.Spec.BFD),
+			MaxPrefixes: bp.Spec.MaxPrefixes,
+			Filters:     slices.Clone(bp.Spec.Filters),
 		})
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return a.Address.Compare(b.Address) })
@@ -95,6 +99,11 @@ func nodePeers(self *datastore.Node, nodes []*datastore.Node, cfg *datastore.BGP
 	port := cfg.EffectiveListenPort()
 	if port == DefaultPort {
 		port = 0
+	}
+	var password string
+	var bfd BFD
+	if cfg != nil {
+		password, bfd = cfg.NodeToNodePassword, bfdFrom(cfg.BFD)
 	}
 	others := make([]*datastore.Node, 0, len(nodes))
 	reflectors := 0
@@ -122,9 +131,12 @@ func nodePeers(self *datastore.Node, nodes []*datastore.Node, cfg *datastore.BGP
 			continue
 		}
 		// Of two nodes, the one with the higher address waits for the
-		// other to connect (as Calico's mesh does).
+		// other to connect (as Calico's mesh does); with a password both
+		// dial, since TCP MD5 cannot be set on GoBGP's listening socket
+		// on every kernel (see docs/bgp.md).
 		p := Peer{Address: addr, ASN: nodeAS(n, cfg), Port: port, Description: "node " + n.Metadata.Name,
-			Passive: selfV4.IsValid() && addr.Less(selfV4)}
+			Passive:  password == "" && selfV4.IsValid() && addr.Less(selfV4),
+			Password: password, BFD: bfd}
 		switch {
 		case reflectors == 0 && cfg.MeshEnabled():
 			p.Type = PeerMesh
@@ -251,4 +263,35 @@ func GlobalFor(self *datastore.Node, cfg *datastore.BGPConfigSpec, portFlag int)
 		return Global{}, fmt.Errorf("node %s: %w", self.Metadata.Name, err)
 	}
 	return g, nil
+}
+
+// PolicyFor computes the speaker's policy: the pools and advertised
+// service ranges for import safety, and the BGPFilters. A filter that does
+// not resolve is left out (peers naming it then reject everything) and
+// reported.
+func PolicyFor(pools []*datastore.IPPool, cfg *datastore.BGPConfigSpec, filters []*datastore.BGPFilter) (Policy, error) {
+	pol := Policy{ServicePrefixes: cfg.ServicePrefixes(), Filters: map[string]Filter{}}
+	for _, p := range pools {
+		if p == nil {
+			continue
+		}
+		if pfx, err := netip.ParsePrefix(p.Spec.CIDR); err == nil {
+			pol.PoolPrefixes = append(pol.PoolPrefixes, pfx.Masked())
+		}
+	}
+	sortPrefixes(pol.PoolPrefixes)
+	sortPrefixes(pol.ServicePrefixes)
+	var errs []error
+	for _, f := range filters {
+		if f == nil {
+			continue
+		}
+		r, err := FilterFrom(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pol.Filters[f.Metadata.Name] = r
+	}
+	return pol, errors.Join(errs...)
 }

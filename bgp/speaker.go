@@ -17,6 +17,12 @@ type Speaker interface {
 	// are identified by Address.
 	SetPeers(ctx context.Context, peers []Peer) error
 
+	// SetPolicy sets the import and export policy: import safety from the
+	// pools and service ranges, and the BGPFilters that peers name. Until
+	// it is called the pools and services are empty, so cluster peers'
+	// routes are refused. Paths already held are re-evaluated.
+	SetPolicy(ctx context.Context, pol Policy) error
+
 	// SetAdvertisements makes the announced prefixes match advs: prefixes no
 	// longer present are withdrawn, new ones (or ones whose next hop changed)
 	// announced, and the rest left alone.

@@ -176,6 +176,15 @@ type Peer struct {
 	Description string
 	// LocalAddress is the source of the session (optional).
 	LocalAddress netip.Addr
+	// BFD runs single-hop BFD on the session: when it declares the peer
+	// down, the session is reset and the peer's routes go at once.
+	BFD BFD
+	// MaxPrefixes ends the session when the peer sends more prefixes of
+	// one family (0: no limit).
+	MaxPrefixes uint32
+	// Filters names the BGPFilters of Policy.Filters applied, in order, to
+	// what is learned from and announced to the peer.
+	Filters []string
 }
 
 func (p *Peer) port() int {
@@ -209,6 +218,9 @@ func (p *Peer) Validate() error {
 	}
 	if p.LocalAddress.IsValid() && p.LocalAddress.Is4() != p.Address.Is4() {
 		errs = append(errs, fmt.Errorf("local address %s is not of the peer's address family", p.LocalAddress))
+	}
+	if b := p.BFD; b.Enabled && (b.Interval < 50*time.Millisecond || b.Interval > time.Minute || b.Multiplier < 2 || b.Multiplier > 255) {
+		errs = append(errs, fmt.Errorf("BFD interval %s or multiplier %d out of range (50ms-60s, 2-255)", b.Interval, b.Multiplier))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("peer %v: %w", p.Address, err)
@@ -275,7 +287,16 @@ type PeerStatus struct {
 	// RemoteRouterID is the peer's BGP identifier once a session opened.
 	RemoteRouterID string
 	// GracefulRestart reports that both sides negotiated it.
-	GracefulRestart    bool
+	GracefulRestart bool
+	// BFD is the BFD session's state ("up", "down", "init",
+	// "admin-down"); empty when the session runs no BFD.
+	BFD string
+	// Reason says why a session is down, when it is known: the
+	// NOTIFICATION or error that ended it, or that the peer sent more
+	// prefixes than MaxPrefixes (the session then stays down until the
+	// limit or the peer changes).
+	Reason             string
+	MaxPrefixesReached bool
 	PrefixesReceived   uint64
 	PrefixesAccepted   uint64
 	PrefixesAdvertised uint64

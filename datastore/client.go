@@ -269,6 +269,9 @@ func (c *Client) WriteAll(ctx context.Context, rs []Resource, mode WriteMode) er
 	if err := c.checkPoolsAgainstStored(ctx, rs); err != nil {
 		return err
 	}
+	if err := c.checkFilterRefs(ctx, rs); err != nil {
+		return err
+	}
 	for start := 0; start < len(rs); start += maxTxnOps {
 		end := min(start+maxTxnOps, len(rs))
 		if err := c.writeChunk(ctx, rs[start:end], mode); err != nil {

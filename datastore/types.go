@@ -24,11 +24,12 @@ const (
 	KindWorkloadEndpoint Kind = "WorkloadEndpoint"
 	KindPolicy           Kind = "Policy"
 	KindProfile          Kind = "Profile"
+	KindBGPFilter        Kind = "BGPFilter"
 )
 
 // Kinds lists every kind, in the order calyxctl applies them (dependencies
 // first) and prints them.
-var Kinds = []Kind{KindBGPConfig, KindIPAMConfig, KindIPPool, KindNode, KindBGPPeer, KindPolicy, KindProfile, KindWorkloadEndpoint}
+var Kinds = []Kind{KindBGPConfig, KindIPAMConfig, KindIPPool, KindNode, KindBGPFilter, KindBGPPeer, KindPolicy, KindProfile, KindWorkloadEndpoint}
 
 // kindInfo is what the CLI and the key layout need to know about a kind.
 type kindInfo struct {
@@ -47,6 +48,7 @@ var kindTable = map[Kind]kindInfo{
 	KindWorkloadEndpoint: {"workloadendpoints", []string{"workloadendpoint", "wep", "weps", "endpoint", "endpoints"}, false, func() Resource { return &WorkloadEndpoint{} }},
 	KindPolicy:           {"policies", []string{"policy", "pol", "netpol"}, false, func() Resource { return &Policy{} }},
 	KindProfile:          {"profiles", []string{"profile", "pro"}, false, func() Resource { return &Profile{} }},
+	KindBGPFilter:        {"bgpfilters", []string{"bgpfilter", "bgpf"}, false, func() Resource { return &BGPFilter{} }},
 }
 
 // ParseKind accepts a kind's canonical name, its plural or a short form, in
@@ -139,6 +141,17 @@ type BGPConfigSpec struct {
 	// AdvertiseBlocks announces each IPAM block as one prefix (default true);
 	// when false every workload address is announced as a /32 (/128).
 	AdvertiseBlocks *bool `json:"advertiseBlocks,omitempty"`
+	// BFD runs on the node-to-node sessions (mesh and reflectors).
+	BFD *BFDSpec `json:"bfd,omitempty"`
+	// NodeToNodePassword turns on TCP MD5 on the node-to-node sessions.
+	NodeToNodePassword string `json:"nodeToNodePassword,omitempty" secret:"true"`
+	// Service ranges every node announces (ECMP at the ToR).
+	ServiceClusterIPs      []ServiceCIDR `json:"serviceClusterIPs,omitempty"`
+	ServiceExternalIPs     []ServiceCIDR `json:"serviceExternalIPs,omitempty"`
+	ServiceLoadBalancerIPs []ServiceCIDR `json:"serviceLoadBalancerIPs,omitempty"`
+	// Communities are attached to every prefix the node announces
+	// ("AS:value", both 0-65535).
+	Communities []string `json:"communities,omitempty"`
 }
 
 type GracefulRestartSpec struct {
@@ -259,6 +272,14 @@ type BGPPeerSpec struct {
 	NodeSelector string `json:"nodeSelector,omitempty"`
 	// Password enables TCP MD5 authentication (RFC 2385).
 	Password string `json:"password,omitempty" secret:"true"`
+	// BFD runs on the session (single hop).
+	BFD *BFDSpec `json:"bfd,omitempty"`
+	// MaxPrefixes tears the session down when the peer sends more
+	// prefixes than this, per address family (0: no limit).
+	MaxPrefixes uint32 `json:"maxPrefixes,omitempty"`
+	// Filters names BGPFilters applied in order to what is learned from
+	// and announced to the peer.
+	Filters []string `json:"filters,omitempty"`
 }
 
 func (p *BGPPeer) GetMeta() *Metadata { return &p.Metadata }

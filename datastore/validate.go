@@ -204,6 +204,16 @@ func (b *BGPConfig) validateSpec(v *validator) {
 	if gr := s.GracefulRestart; gr != nil && (gr.RestartTimeSeconds < 0 || gr.RestartTimeSeconds > 4095) {
 		v.add("spec.gracefulRestart.restartTimeSeconds", "%d is out of range (1-4095, the 12-bit field of RFC 4724)", gr.RestartTimeSeconds)
 	}
+	s.BFD.validate(v, "spec.bfd")
+	v.md5Password("spec.nodeToNodePassword", s.NodeToNodePassword)
+	v.serviceCIDRs("spec.serviceClusterIPs", s.ServiceClusterIPs)
+	v.serviceCIDRs("spec.serviceExternalIPs", s.ServiceExternalIPs)
+	v.serviceCIDRs("spec.serviceLoadBalancerIPs", s.ServiceLoadBalancerIPs)
+	for i, c := range s.Communities {
+		if _, err := ParseCommunity(c); err != nil {
+			v.add(fmt.Sprintf("spec.communities[%d]", i), "%v", err)
+		}
+	}
 }
 
 func (n *Node) validateSpec(v *validator) {
@@ -238,8 +248,18 @@ func (p *BGPPeer) validateSpec(v *validator) {
 		v.add("spec.node", "%q is not a valid node name", s.Node)
 	}
 	v.selector("spec.nodeSelector", s.NodeSelector)
-	if len(s.Password) > 80 {
-		v.add("spec.password", "is %d characters; TCP MD5 keys are at most 80", len(s.Password))
+	v.md5Password("spec.password", s.Password)
+	s.BFD.validate(v, "spec.bfd")
+	seen := map[string]bool{}
+	for i, f := range s.Filters {
+		field := fmt.Sprintf("spec.filters[%d]", i)
+		switch {
+		case !dns1123Label.MatchString(f):
+			v.add(field, "%q is not a BGPFilter name", f)
+		case seen[f]:
+			v.add(field, "%q is listed twice", f)
+		}
+		seen[f] = true
 	}
 }
 

@@ -22,6 +22,7 @@ type Speaker struct {
 	global   *bgp.Global
 	peers    []bgp.Peer
 	advs     []bgp.Advertisement
+	policy   bgp.Policy
 	peerSets int
 	advSets  int
 	learned  map[netip.Prefix][]netip.Addr
@@ -42,6 +43,7 @@ const (
 	MethodStart             = "Start"
 	MethodSetPeers          = "SetPeers"
 	MethodSetAdvertisements = "SetAdvertisements"
+	MethodSetPolicy         = "SetPolicy"
 	MethodLearned           = "Learned"
 	MethodPeerStatus        = "PeerStatus"
 	MethodRIB               = "RIB"
@@ -106,6 +108,23 @@ func (f *Speaker) SetAdvertisements(_ context.Context, advs []bgp.Advertisement)
 	f.advs = slices.Clone(advs)
 	f.advSets++
 	return nil
+}
+
+func (f *Speaker) SetPolicy(_ context.Context, pol bgp.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.takeErr(MethodSetPolicy); err != nil {
+		return err
+	}
+	f.policy = pol
+	return nil
+}
+
+// Policy is the last successful SetPolicy.
+func (f *Speaker) Policy() bgp.Policy {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.policy
 }
 
 // Subscribe delivers the current learned table at once (synchronously,

@@ -79,7 +79,7 @@ func runNode(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, 
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tTYPE\tAS\tSTATE\tSINCE\tRECEIVED\tADVERTISED\tINFO")
+	fmt.Fprintln(tw, "PEER\tTYPE\tAS\tSTATE\tBFD\tSINCE\tRECEIVED\tADVERTISED\tINFO")
 	for _, p := range st.BgpPeers {
 		since := "-"
 		if p.Since > 0 {
@@ -89,8 +89,8 @@ func runNode(ctx context.Context, g *globals, fs *pflag.FlagSet, args []string, 
 		if p.Name != "" && info == "" {
 			info = p.Name
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, peerType(p.Type), p.AsNumber, sessionState(p.State),
-			since, p.PrefixesReceived, p.PrefixesAdvertised, orDash(info))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\n", p.Address, peerType(p.Type), p.AsNumber, sessionState(p.State),
+			orDash(p.BfdState), since, p.PrefixesReceived, p.PrefixesAdvertised, orDash(info))
 	}
 	return tw.Flush()
 }

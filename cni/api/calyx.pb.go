@@ -1503,7 +1503,9 @@ type BGPPeerStatus struct {
 	// Last error seen on the session (e.g. a NOTIFICATION), empty if none.
 	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// Name of the Node or BGPPeer resource behind this session.
-	Name          string `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,9,opt,name=name,proto3" json:"name,omitempty"`
+	// BFD session state (up, down, init, admin-down); empty without BFD.
+	BfdState      string `protobuf:"bytes,10,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1597,6 +1599,13 @@ func (x *BGPPeerStatus) GetLastError() string {
 func (x *BGPPeerStatus) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *BGPPeerStatus) GetBfdState() string {
+	if x != nil {
+		return x.BfdState
 	}
 	return ""
 }
@@ -2111,7 +2120,7 @@ const file_cni_api_calyx_proto_rawDesc = "" +
 	"\fnode_address\x18\x06 \x01(\tR\vnodeAddress\x12\x1b\n" +
 	"\tas_number\x18\a \x01(\rR\basNumber\x12\x1d\n" +
 	"\n" +
-	"started_at\x18\b \x01(\x03R\tstartedAt\"\xc9\x02\n" +
+	"started_at\x18\b \x01(\x03R\tstartedAt\"\xe6\x02\n" +
 	"\rBGPPeerStatus\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12)\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x15.calyx.v1.BGPPeerTypeR\x04type\x12\x1b\n" +
@@ -2122,7 +2131,9 @@ const file_cni_api_calyx_proto_rawDesc = "" +
 	"\x13prefixes_advertised\x18\a \x01(\x04R\x12prefixesAdvertised\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\b \x01(\tR\tlastError\x12\x12\n" +
-	"\x04name\x18\t \x01(\tR\x04name\"*\n" +
+	"\x04name\x18\t \x01(\tR\x04name\x12\x1b\n" +
+	"\tbfd_state\x18\n" +
+	" \x01(\tR\bbfdState\"*\n" +
 	"\x10BGPRoutesRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\"<\n" +
 	"\x0eBGPRoutesReply\x12*\n" +
