@@ -92,8 +92,8 @@ generate:
 
 test: deps deps-image lint build unit fuzz-quick e2e
 
-unit:
-	CALYX_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+unit: kube-apiserver
+	CALYX_BIN_DIR=$(BIN) CALYX_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 # The end-to-end suites drive the lab with the real binaries in bin/.
 e2e: build kube-apiserver

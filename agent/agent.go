@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/calyx-net/calyx/bgp"
 	apipb "github.com/calyx-net/calyx/cni/api"
@@ -46,6 +47,7 @@ type Agent struct {
 	policy  *policy.Dataplane
 	speaker bgp.Speaker
 	metrics *metrics
+	kube    kubernetes.Interface // nil outside Kubernetes
 
 	// mu guards the cluster state, the local endpoint overlay, the learned
 	// paths and the last values handed to the speaker.
@@ -144,6 +146,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	}
 	a.notify.setStatus("registering node " + a.node + " with the datastore")
 	a.group.OnStop("datastore", a.closeDatastore)
+	kc, err := kubeClient(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	a.kube = kc
 	if err := a.startDatastore(ctx); err != nil {
 		return err
 	}
@@ -240,7 +247,7 @@ func (a *Agent) startDatastore(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = registerNode(rctx, c, a.node, a.nodeIP, a.nodeIP6, a.cfg.ASNumber)
+		_, err = registerNode(rctx, c, a.node, a.nodeIP, a.nodeIP6, a.cfg.ASNumber, a.nodeLabels())
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			break

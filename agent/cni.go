@@ -120,7 +120,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	if _, statErr := os.Stat(at.netns); statErr != nil {
 		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS %s: %v", at.netns, statErr)
 	}
-	labels, err := a.endpointLabels(inv)
+	meta, err := a.endpointMetaOf(ctx, inv)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	// The container MAC is derived from the endpoint, so the endpoint
 	// record is complete before the veth exists: etcd is written while the
 	// kernel is programmed, not after.
-	w := a.newEndpoint(at, inv, labels, addrs)
+	w := a.newEndpoint(at, inv, meta, addrs)
 	w.Spec.MAC = veth.ContainerMAC(at.endpoint).String()
 
 	// Make the endpoint part of this node's desired state before etcd
@@ -385,11 +385,11 @@ func (a *Agent) endpointLabels(inv *apipb.Invocation) (map[string]string, error)
 	return labels, nil
 }
 
-func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, labels map[string]string, addrs []netip.Prefix) *datastore.WorkloadEndpoint {
+func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, meta endpointMeta, addrs []netip.Prefix) *datastore.WorkloadEndpoint {
 	r, _ := datastore.NewResource(datastore.KindWorkloadEndpoint)
 	w := r.(*datastore.WorkloadEndpoint)
 	w.Metadata.Name = at.endpoint
-	w.Metadata.Labels = labels
+	w.Metadata.Labels = meta.labels
 	workload := at.containerID
 	if ns, pod := inv.GetArgs().GetK8SPodNamespace(), inv.GetArgs().GetK8SPodName(); ns != "" && pod != "" {
 		workload = ns + "/" + pod
@@ -397,6 +397,7 @@ func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, labels map[str
 	w.Spec = datastore.WorkloadEndpointSpec{
 		Node: a.node, Workload: workload, ContainerID: at.containerID,
 		InterfaceName: at.hostIf, ContainerInterface: at.ifName,
+		Profiles: meta.profiles, Ports: meta.ports,
 	}
 	for _, p := range addrs {
 		w.Spec.IPNetworks = append(w.Spec.IPNetworks, p.String())

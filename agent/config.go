@@ -53,6 +53,9 @@ type Config struct {
 	// FailsafePorts stay open to the host whatever the policy says.
 	FailsafePorts   []policy.ProtoPort
 	IptablesBackend policy.Backend
+	// Kubeconfig is the API server's kubeconfig; empty: in-cluster when
+	// running in a pod, else no Kubernetes.
+	Kubeconfig string
 	// ConfigFile is the --config YAML file, if any.
 	ConfigFile string
 
@@ -127,6 +130,7 @@ func settings() []setting {
 		field("ipam-gc-grace", "15m", "age an allocation without endpoint must reach before GC releases it", durationAtLeast(0), func(c *Config) *time.Duration { return &c.IPAMGCGrace }),
 		listField("failsafe-ports", "tcp:22,tcp:179,tcp:2379,tcp:2380,tcp:9099,tcp:9091", "proto:port pairs workloads always reach on the host, whatever the policy", ParseFailsafePort, func(c *Config) *[]policy.ProtoPort { return &c.FailsafePorts }),
 		field("iptables-backend", "auto", "auto, nft or legacy", iptablesBackend, func(c *Config) *policy.Backend { return &c.IptablesBackend }),
+		field("kubeconfig", "", "Kubernetes API kubeconfig: CNI ADD reads the pod's labels, named ports and service account (empty: in-cluster when in a pod, else none)", anyString, func(c *Config) *string { return &c.Kubeconfig }),
 		field("config", "", "YAML file whose keys are these settings' names", anyString, func(c *Config) *string { return &c.ConfigFile }).flagAndEnvOnly(),
 	}
 }

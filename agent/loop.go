@@ -72,6 +72,8 @@ func (a *Agent) feedPolicy(ev datastore.Event) {
 			if err := a.policy.SetPolicy(v); err != nil {
 				a.log.Error("policy refused; the previous version stays in force", "policy", v.Metadata.Name, "err", err)
 			}
+		case *datastore.Profile:
+			a.policy.SetProfile(v)
 		}
 	case datastore.EventDelete:
 		switch v := ev.Prev.(type) {
@@ -81,6 +83,8 @@ func (a *Agent) feedPolicy(ev datastore.Event) {
 			}
 		case *datastore.Policy:
 			a.policy.DeletePolicy(v.Metadata.Name)
+		case *datastore.Profile:
+			a.policy.DeleteProfile(v.Metadata.Name)
 		}
 	}
 }

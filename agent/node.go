@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 
@@ -29,7 +30,7 @@ func detectNodeIP() (netip.Addr, error) {
 // registerNode creates this node's Node or brings its address (and AS, if
 // the flag set one) up to date, keeping what operators set: labels, route
 // reflector cluster ID, router ID.
-func registerNode(ctx context.Context, c *datastore.Client, name string, addr, addr6 netip.Addr, asn uint32) (*datastore.Node, error) {
+func registerNode(ctx context.Context, c *datastore.Client, name string, addr, addr6 netip.Addr, asn uint32, labels map[string]string) (*datastore.Node, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		r, err := c.Get(ctx, datastore.KindNode, name)
 		if errors.Is(err, datastore.ErrNotFound) {
@@ -37,6 +38,7 @@ func registerNode(ctx context.Context, c *datastore.Client, name string, addr, a
 			n := nr.(*datastore.Node)
 			n.Metadata.Name = name
 			n.Metadata.Labels = map[string]string{datastore.LabelNode: name}
+			maps.Copy(n.Metadata.Labels, labels)
 			fillNode(n, addr, addr6, asn)
 			if err := datastore.Validate(n); err != nil {
 				return nil, err
@@ -53,6 +55,9 @@ func registerNode(ctx context.Context, c *datastore.Client, name string, addr, a
 		n := r.(*datastore.Node)
 		before := n.Spec
 		hadLabel := n.Metadata.Labels[datastore.LabelNode] == name
+		for k, v := range labels {
+			hadLabel = hadLabel && n.Metadata.Labels[k] == v
+		}
 		fillNode(n, addr, addr6, asn)
 		if before == n.Spec && hadLabel {
 			return n, nil
@@ -61,6 +66,7 @@ func registerNode(ctx context.Context, c *datastore.Client, name string, addr, a
 			n.Metadata.Labels = map[string]string{}
 		}
 		n.Metadata.Labels[datastore.LabelNode] = name
+		maps.Copy(n.Metadata.Labels, labels)
 		if _, err := c.Update(ctx, n); errors.Is(err, datastore.ErrConflict) {
 			continue
 		} else if err != nil {
