@@ -227,12 +227,12 @@ func (m *refModel) input(p simPacket) bool {
 	case "ESTABLISHED", "RELATED":
 		return true
 	}
-	for _, fp := range m.cfg.FailsafeInbound {
-		if (fp.Protocol == "tcp" && p.proto == protoTCP || fp.Protocol == "udp" && p.proto == protoUDP) && int(fp.Port) == p.dport {
-			return true
-		}
-	}
+	// No failsafe port for workloads: their egress policy decides, then
+	// the endpoint-to-host action.
 	if p.family == V6 && p.proto == protoICMPv6 {
+		if p.icmpType == 134 || p.icmpType == 137 {
+			return false
+		}
 		for _, t := range icmpv6Essentials {
 			if p.icmpType == t {
 				return true
@@ -240,7 +240,10 @@ func (m *refModel) input(p simPacket) bool {
 		}
 	}
 	w := m.localByIface(p.inIf)
-	return w != nil && m.allowedBy(w, datastore.PolicyTypeEgress, &p)
+	if w == nil || !m.allowedBy(w, datastore.PolicyTypeEgress, &p) {
+		return false
+	}
+	return m.cfg.EndpointToHost != HostActionDrop // Return: the sim host's INPUT accepts
 }
 
 func (m *refModel) masquerade(p simPacket) bool {
@@ -430,7 +433,7 @@ func genPacket(r *rand.Rand, m *refModel, f Family) simPacket {
 	}
 	p.proto = pick(r, []int{protoTCP, protoTCP, protoUDP, icmp, 47})
 	if p.proto == icmp {
-		p.icmpType = pick(r, []int{8, 128, 3, 135})
+		p.icmpType = pick(r, []int{8, 128, 3, 135, 134})
 		p.icmpCode = r.IntN(2)
 	} else if protoHasPorts(p.proto) {
 		p.sport = pick(r, []int{80, 1234, 53, 8005, 1010})

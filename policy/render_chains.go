@@ -27,6 +27,10 @@ func hex(v uint32) string { return "0x" + strconv.FormatUint(uint64(v), 16) }
 // must be able to send to its host for IPv6 to work at all.
 var icmpv6Essentials = []int{130, 131, 132, 133, 135, 136, 143}
 
+// icmpv6FromWorkloadDropped are router advertisements (134) and redirects
+// (137): a workload that sent them could make itself the host's router.
+var icmpv6FromWorkloadDropped = []int{134, 137}
+
 // renderStatic renders the top-level chains of one family, by table.
 func renderStatic(cfg *Config, f Family) map[Table][]*Chain {
 	wl := cfg.InterfacePrefix + "+"
@@ -52,23 +56,20 @@ func renderStatic(cfg *Config, f Family) map[Table][]*Chain {
 	fwd.add(in, "-j ACCEPT", "allowed by policy")
 	fwd.add(out, "-j ACCEPT", "allowed by policy")
 
+	// Workload to host: the workload's egress policy first, then the
+	// endpoint-to-host action. No failsafe port is open to workloads
+	// (failsafes are for traffic from outside): a pod under egress
+	// default-deny reaches neither SSH nor etcd nor BGP on its host.
 	input := newChain(chainInput)
 	input.add(in+" -m conntrack --ctstate INVALID", "-j DROP", "")
 	input.add(in+" -m conntrack --ctstate RELATED,ESTABLISHED", "-j ACCEPT", "")
 	if f == V6 {
+		// A workload is never the host's router, and never redirects it.
+		for _, t := range icmpv6FromWorkloadDropped {
+			input.add(in+" -p ipv6-icmp -m icmp6 --icmpv6-type "+strconv.Itoa(t), "-j DROP", "router advertisement or redirect from a workload")
+		}
 		for _, t := range icmpv6Essentials {
 			input.add(in+" -p ipv6-icmp -m icmp6 --icmpv6-type "+strconv.Itoa(t), "-j ACCEPT", "ndp")
-		}
-	}
-	for _, proto := range []string{"tcp", "udp"} {
-		var ports []datastore.Port
-		for _, fp := range cfg.FailsafeInbound {
-			if fp.Protocol == proto {
-				ports = append(ports, datastore.Port{MinPort: fp.Port, MaxPort: fp.Port})
-			}
-		}
-		for _, c := range chunkPorts(ports) {
-			input.add(in+" -p "+proto+" -m multiport --dports "+c, "-j ACCEPT", "failsafe")
 		}
 	}
 	input.add(in, "-j "+chainFromDisp, "workload egress policy")

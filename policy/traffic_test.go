@@ -257,7 +257,7 @@ func dbIngress() *datastore.Policy {
 // TestTrafficIPv4 runs real packets through the programmed chains: the
 // db/web/other scenario, order and Pass, a label flip without chain
 // rewrites, deletion, drift repair, spoofing, fail-closed new interfaces,
-// failsafe ports, CIDR rules and natOutgoing.
+// workload-to-host traffic under egress policy, CIDR rules and natOutgoing.
 func TestTrafficIPv4(t *testing.T) {
 	tl := newTrafficLab(t, Config{IPv6: true})
 	const v = V4
@@ -364,10 +364,13 @@ func TestTrafficIPv4(t *testing.T) {
 		tl.expectTCP(tl.wl["web"].NS, netip.AddrPortFrom(netlab.UplinkPeerV4, 8080), false)
 	})
 
-	t.Run("workload to host: failsafe open, rest by egress policy", func(t *testing.T) {
+	t.Run("workload to host: egress policy first, failsafe ports included", func(t *testing.T) {
 		tl.t = t
-		tl.expectTCP(tl.wl["web"].NS, netip.AddrPortFrom(netlab.HostUplinkV4, 22), true)
+		// web's egress policy allows db:5432 and the uplink's 7000 only:
+		// SSH on its own host (a failsafe port) is closed to it too.
+		tl.expectTCP(tl.wl["web"].NS, netip.AddrPortFrom(netlab.HostUplinkV4, 22), false)
 		tl.expectTCP(tl.wl["web"].NS, netip.AddrPortFrom(netlab.HostUplinkV4, 8080), false)
+		tl.expectTCP(tl.wl["other"].NS, netip.AddrPortFrom(netlab.HostUplinkV4, 22), true)
 		tl.expectTCP(tl.wl["other"].NS, netip.AddrPortFrom(netlab.HostUplinkV4, 8080), true)
 	})
 
