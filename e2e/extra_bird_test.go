@@ -21,8 +21,11 @@ import (
 // into the lab's fabric bridge, so that a test can give it a configuration
 // (a password, say) without touching the lab's ToR.
 type extraBird struct {
-	IP     string
-	Netns  string
+	IP    string
+	Netns string
+	// Port is its link's end in the fabric namespace (bridge port):
+	// setting it down cuts BIRD off while every host's link stays up.
+	Port   string
 	socket string
 }
 
@@ -39,6 +42,7 @@ func startExtraBird(t *testing.T, l *lab.Lab, ip, cfg string) *extraBird {
 	suffix := randomHex(t, 4)
 	b := &extraBird{IP: ip, Netns: "e2ebird-" + suffix}
 	port := "e2eb" + suffix // the bridge port in the fabric namespace (<= 15 bytes)
+	b.Port = port
 	dir := t.TempDir()
 	b.socket = filepath.Join(dir, "bird.ctl")
 
