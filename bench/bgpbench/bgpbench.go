@@ -31,6 +31,7 @@ type sizes struct {
 	prefixes        int // originated by the BIRD peer
 	convergenceRuns int // new blocks timed
 	scaleRounds     int // transfers per side, order alternating
+	quick           bool
 }
 
 // Run builds a three-host lab, measures, and removes everything it made
@@ -45,7 +46,7 @@ func Run(ctx context.Context, quick bool, log *slog.Logger) (figs []bench.Figure
 	}
 	sz := sizes{prefixes: 100_000, convergenceRuns: 50, scaleRounds: 3}
 	if quick {
-		sz = sizes{prefixes: 10_000, convergenceRuns: 10, scaleRounds: 2}
+		sz = sizes{prefixes: 10_000, convergenceRuns: 10, scaleRounds: 2, quick: true}
 	}
 	return measure(ctx, sz, log)
 }
@@ -100,6 +101,14 @@ func measure(ctx context.Context, sz sizes, log *slog.Logger) (figs []bench.Figu
 			errs = append(errs, fmt.Errorf("bgp %d-prefix scale: %w", sz.prefixes, err))
 		} else {
 			figs = append(figs, scaleFigures(sc)...)
+		}
+	}
+	if ctx.Err() == nil {
+		fo, err := measureFailover(ctx, l, !sz.quick, log.With("part", "failover"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp failover: %w", err))
+		} else {
+			figs = append(figs, failoverFigures(fo)...)
 		}
 	}
 	return figs, errors.Join(errs...)

@@ -90,14 +90,27 @@ func scaleFigures(s scale) []bench.Figure {
 	if s.lostEvents > 0 {
 		notes += fmt.Sprintf(" The route watch overflowed %d times and re-read the kernel.", s.lostEvents)
 	}
+	cpu, bcpu := benchkit.Median(s.calyxCPU), benchkit.Median(s.birdCPU)
 	return []bench.Figure{
 		bench.NewRatio(bench.Figure{
 			Name: "bgp_100k_to_kernel", Unit: "s", Calyx: round3(calyx), Peer: round3(bird), PeerName: "bird2",
 			Goal: "ratio <= 1.0", Met: bird > 0 && calyx <= bird, Notes: notes,
 		}),
 		bench.NewRatio(bench.Figure{
+			Name: "bgp_100k_withdraw", Unit: "s", Calyx: round3(cw), Peer: round3(bw), PeerName: "bird2",
+			Goal: "ratio <= 1.0", Met: bw > 0 && cw <= bw,
+			Notes: fmt.Sprintf("`birdc disable` of the static protocol until the receiver's kernel holds none of the %d; rounds calyx %s, bird %s.",
+				s.prefixes, fmtSeconds(s.calyxWithdraw), fmtSeconds(s.birdWithdraw)),
+		}),
+		bench.NewRatio(bench.Figure{
+			Name: "bgp_100k_agent_cpu_s", Unit: "s", Calyx: round3(cpu), Peer: round3(bcpu), PeerName: "bird2",
+			Goal: "ratio <= 2.0", Met: bcpu > 0 && cpu <= 2*bcpu,
+			Notes: fmt.Sprintf("CPU seconds (user+system) of the receiving process for the %d-prefix install, median over the rounds: "+
+				"calyx-agent %v, bird %v.", s.prefixes, roundAll(s.calyxCPU), roundAll(s.birdCPU)),
+		}),
+		bench.NewRatio(bench.Figure{
 			Name: "bgp_100k_agent_rss_mib", Unit: "MiB", Calyx: round3(s.agentRSS), Peer: round3(s.birdRSS), PeerName: "bird2",
-			Goal: "reported (no goal set)", Met: true,
+			Goal: "<= 128 MiB", Met: s.agentRSS <= 128,
 			Notes: fmt.Sprintf("RSS with all %d routes in the kernel, highest over the rounds: the whole calyx-agent (GoBGP RIB, etcd client, "+
 				"policy, routes) beside the receiving BIRD; before the routes: agent %.1f MiB, BIRD %.1f MiB.", s.prefixes, s.agentRSSBase, s.birdRSSBase),
 		}),
@@ -113,4 +126,38 @@ func fmtSeconds(ds []time.Duration) string {
 		s += fmt.Sprintf("%.3f", d.Seconds())
 	}
 	return s + "]"
+}
+
+func roundAll(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = round3(x)
+	}
+	return out
+}
+
+// failoverFigures: BFD failover beside BIRD's, and the hold timer's as
+// the reference.
+func failoverFigures(f failover) []bench.Figure {
+	calyx, bird := benchkit.Ms(f.calyxBFD), benchkit.Ms(f.birdBFD)
+	hold := "not measured (quick run)"
+	if f.calyxHold > 0 {
+		hold = fmt.Sprintf("%.0f ms (hold time %d s)", benchkit.Ms(f.calyxHold), f.holdTime)
+	}
+	figs := []bench.Figure{bench.NewRatio(bench.Figure{
+		Name: "bgp_bfd_failover_ms", Unit: "ms", Calyx: round3(calyx), Peer: round3(bird), PeerName: "bird2-bfd",
+		Goal: "<= 1000 ms", Met: calyx <= 1000,
+		Notes: fmt.Sprintf("A ToR (BIRD) announces %s to %s's agent (BFD %d ms x %d), to %s's agent (no BFD) and to a BIRD with BFD and its kernel protocol; "+
+			"its link is cut at the fabric bridge (every other link stays up). Timed until the prefix leaves each receiver's kernel: "+
+			"calyx with BFD %.0f ms, BIRD with BFD %.0f ms; calyx without BFD (hold timer): %s.",
+			failoverRoute, bfdHost, bfdIntervalMs, bfdMultiplier, holdHost, calyx, bird, hold),
+	})}
+	if f.calyxHold > 0 {
+		figs = append(figs, bench.NewRatio(bench.Figure{
+			Name: "bgp_holdtimer_failover_ms", Unit: "ms", Calyx: round3(benchkit.Ms(f.calyxHold)), Peer: float64(f.holdTime) * 1000,
+			PeerName: "hold-time", Goal: "reference (no goal)", Met: true,
+			Notes: "The same cut seen by a session without BFD: the route goes when the hold timer expires (the peer named is the negotiated hold time).",
+		}))
+	}
+	return figs
 }

@@ -43,7 +43,23 @@ func TestScaleFiguresRatio(t *testing.T) {
 	if figs[0].Name != "bgp_100k_to_kernel" || figs[0].Calyx != 2 || figs[0].Peer != 1 || figs[0].Ratio != 2 || figs[0].Met {
 		t.Errorf("to_kernel figure: %+v", figs[0])
 	}
-	if figs[1].Name != "bgp_100k_agent_rss_mib" || figs[1].Calyx != 80 || figs[1].Peer != 14 {
-		t.Errorf("rss figure: %+v", figs[1])
+	if f := figs[3]; f.Name != "bgp_100k_agent_rss_mib" || f.Calyx != 80 || f.Peer != 14 || !f.Met {
+		t.Errorf("rss figure: %+v", f)
+	}
+}
+
+func TestFailoverFigures(t *testing.T) {
+	figs := failoverFigures(failover{calyxBFD: 850 * time.Millisecond, birdBFD: 900 * time.Millisecond, calyxHold: 91 * time.Second, holdTime: 90})
+	if len(figs) != 2 || figs[0].Name != "bgp_bfd_failover_ms" || figs[0].Calyx != 850 || figs[0].Peer != 900 || !figs[0].Met {
+		t.Fatalf("figures: %+v", figs)
+	}
+	if figs[1].Name != "bgp_holdtimer_failover_ms" || figs[1].Calyx != 91000 || figs[1].Peer != 90000 {
+		t.Errorf("hold-timer figure: %+v", figs[1])
+	}
+	if !strings.Contains(figs[0].Notes, "91000 ms (hold time 90 s)") {
+		t.Errorf("notes: %s", figs[0].Notes)
+	}
+	if quick := failoverFigures(failover{calyxBFD: 1200 * time.Millisecond, birdBFD: time.Second}); len(quick) != 1 || quick[0].Met {
+		t.Errorf("quick run: %+v", quick)
 	}
 }
