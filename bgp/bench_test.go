@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +70,7 @@ func measureBIRDToSubscribe(tb testing.TB, n int) birdBench {
 	}
 	tb.Cleanup(func() { s.Close(false) })
 	start := time.Now()
-	if err := s.SetPeers(ctx, []Peer{{Address: addr[1], ASN: 65000, Port: birdPort, LocalAddress: addr[0]}}); err != nil {
+	if err := s.SetPeers(ctx, []Peer{{Address: addr[1], ASN: 65000, Type: PeerExternal, Port: birdPort, LocalAddress: addr[0]}}); err != nil {
 		tb.Fatal(err)
 	}
 	var first, last time.Time
@@ -87,6 +89,9 @@ func measureBIRDToSubscribe(tb testing.TB, n int) birdBench {
 		case <-timeout:
 			tb.Fatalf("only %d of %d prefixes after 120 s", total, n)
 		}
+	}
+	if path := os.Getenv("CALYX_BGP_HEAPPROFILE"); path != "" {
+		writeHeapProfile(tb, path) // with the whole table held
 	}
 	t0 := time.Now()
 	learned, err := s.Learned(ctx)
@@ -115,4 +120,17 @@ func TestBIRD100kPrefixes(t *testing.T) {
 		t.Skip("set CALYX_BGP_BENCH=1 to measure 100k prefixes from BIRD")
 	}
 	t.Log(measureBIRDToSubscribe(t, 100_000))
+}
+
+// writeHeapProfile writes the live heap to path (after a GC).
+func writeHeapProfile(tb testing.TB, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		tb.Fatal(err)
+	}
 }
