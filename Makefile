@@ -76,6 +76,16 @@ deps-image:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_DEB_PKGS) >/dev/null; \
 	fi
 
+# promtool (metrics and alert-rule checks) from Debian's prometheus package,
+# unpacked into the tool cache: installing the package would start a
+# Prometheus server.
+PROMTOOL ?= $(or $(shell command -v promtool 2>/dev/null),$(TOOLS_DIR)/promtool/promtool)
+$(TOOLS_DIR)/promtool/promtool:
+	@mkdir -p $(dir $@); tmp=$$(mktemp -d); \
+	(cd $$tmp && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) && \
+	dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -x -C $$tmp ./usr/bin/promtool && mv $$tmp/usr/bin/promtool $@; \
+	status=$$?; rm -rf $$tmp; exit $$status
+
 lint: $(STATICCHECK)
 	$(GO) mod tidy -diff
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -90,10 +100,10 @@ lint: $(STATICCHECK)
 generate:
 	$(GO) run ./cni/internal/protogen
 
-test: deps deps-image lint build unit fuzz-quick e2e
+test: deps deps-image $(PROMTOOL) lint build unit fuzz-quick e2e
 
 unit: kube-apiserver
-	CALYX_BIN_DIR=$(BIN) CALYX_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+	CALYX_BIN_DIR=$(BIN) PROMTOOL=$(PROMTOOL) CALYX_KUBE_APISERVER=$(KUBE_APISERVER) $(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 # The end-to-end suites drive the lab with the real binaries in bin/.
 e2e: build kube-apiserver

@@ -154,6 +154,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	if err := a.startDatastore(ctx); err != nil {
 		return err
 	}
+	// Before the dataplane: its parts report each apply to the metrics.
+	a.metrics = newMetrics(a)
 	if err := a.startDataplane(); err != nil {
 		return err
 	}
@@ -162,7 +164,6 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 		a.learned.Close()
 	})
 	a.group.OnStop("BGP speaker", a.closeSpeaker)
-	a.metrics = newMetrics(a)
 
 	if err := a.goHTTP("health", cfg.HealthAddr, healthHandler(a.group.problems, a.readiness())); err != nil {
 		return err
@@ -280,11 +281,11 @@ func (a *Agent) closeDatastore() {
 func (a *Agent) startDataplane() error {
 	var err error
 	a.plumber = veth.New(veth.Options{Logger: a.log.With("component", "veth")})
-	a.local, err = routes.New(routes.Options{Protocol: routes.ProtoWorkload, Logger: a.log.With("component", "routes"), ResyncInterval: a.cfg.ResyncInterval})
+	a.local, err = routes.New(routes.Options{Protocol: routes.ProtoWorkload, Logger: a.log.With("component", "routes"), ResyncInterval: a.cfg.ResyncInterval, OnApply: a.metrics.applyObserver("routes")})
 	if err != nil {
 		return err
 	}
-	a.learned, err = routes.New(routes.Options{Protocol: routes.ProtoBGP, Logger: a.log.With("component", "bgp-routes"), ResyncInterval: a.cfg.ResyncInterval})
+	a.learned, err = routes.New(routes.Options{Protocol: routes.ProtoBGP, Logger: a.log.With("component", "bgp-routes"), ResyncInterval: a.cfg.ResyncInterval, OnApply: a.metrics.applyObserver("routes")})
 	if err != nil {
 		return err
 	}
@@ -294,7 +295,7 @@ func (a *Agent) startDataplane() error {
 	a.sysctls = routes.NewSysctls(routes.SysctlOptions{IPv6: ipv6, Logger: a.log.With("component", "sysctls"), ResyncInterval: min(a.cfg.ResyncInterval, 10*time.Second)})
 	// Non-nil: an empty list means none, not policy's default.
 	failsafe := append([]policy.ProtoPort{}, a.cfg.FailsafePorts...)
-	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: a.cfg.IptablesBackend, FailsafeInbound: failsafe, ResyncInterval: a.cfg.ResyncInterval}, a.log.With("component", "policy"))
+	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: a.cfg.IptablesBackend, FailsafeInbound: failsafe, ResyncInterval: a.cfg.ResyncInterval, OnApply: a.metrics.applyObserver("policy")}, a.log.With("component", "policy"))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"reflect"
+	"time"
 
 	"github.com/calyx-net/calyx/bgp"
 	"github.com/calyx-net/calyx/datastore"
@@ -55,21 +56,27 @@ func (a *Agent) desiredBGPLocked(local map[string]*datastore.WorkloadEndpoint) b
 // applyBGP hands d to the speaker: the policy before the peers, so that a
 // new session never runs without import safety.
 func (a *Agent) applyBGP(ctx context.Context, d bgpDesired) {
+	start := time.Now()
+	var failed error // the last failure, for calyx_dataplane_apply_seconds{part="bgp"}
+	defer func() { a.metrics.observeApply("bgp", time.Since(start), failed) }()
 	if d.policyErr != nil {
 		a.log.Error("BGPFilter not usable; peers naming it import and export nothing", "err", d.policyErr)
 	}
 	if d.policyChanged {
 		if err := a.speaker.SetPolicy(ctx, d.policy); err != nil {
 			a.log.Error("setting the BGP policy", "err", err)
+			failed = err
 		}
 	}
 	if d.peersChanged {
 		if err := a.speaker.SetPeers(ctx, d.peers); err != nil {
 			a.log.Error("setting BGP peers", "err", err)
+			failed = err
 		}
 	}
 	if err := a.speaker.SetAdvertisements(ctx, d.advs); err != nil {
 		a.log.Error("setting BGP advertisements", "err", err)
+		failed = err
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 // the policy dataplane (its setters only touch memory) and wakes the
 // dataplane loop.
 func (a *Agent) onSyncerEvents(evs []datastore.Event) {
+	a.metrics.datastoreEvents(evs)
 	var ch changes
 	var pools []*datastore.IPPool
 	a.mu.Lock()

@@ -95,8 +95,18 @@ func (p *plan) membersOnly() bool {
 func (d *Dataplane) Apply(ctx context.Context) error {
 	d.applyMu.Lock()
 	defer d.applyMu.Unlock()
+	start, applies := time.Now(), d.stats.Applies
 	err := d.apply(ctx)
 	d.record(err)
+	if d.have != nil {
+		d.stats.Sets, d.stats.SetMembers = len(d.have.sets), 0
+		for _, s := range d.have.sets {
+			d.stats.SetMembers += len(s.members)
+		}
+	}
+	if d.cfg.OnApply != nil && (d.stats.Applies != applies || err != nil) {
+		d.cfg.OnApply(time.Since(start), err)
+	}
 	return err
 }
 
@@ -129,7 +139,7 @@ func (d *Dataplane) apply(ctx context.Context) error {
 	}
 	for _, fb := range p.batches {
 		if fb.text != "" {
-			if err := d.k.iptablesRestore(ctx, fb.family, fb.text); err != nil {
+			if err := d.restore(ctx, fb.family, fb.text); err != nil {
 				// Tables before the failing one may have committed: read
 				// the kernel again rather than guess.
 				d.have = nil
@@ -172,6 +182,22 @@ func (d *Dataplane) apply(ctx context.Context) error {
 	d.log.Debug("policy applied", "sets", len(p.setOps), "members", p.members,
 		"restores", len(p.batches), "took", d.stats.LastApply)
 	return nil
+}
+
+// restore runs one iptables-restore and counts it. Called with applyMu
+// held.
+func (d *Dataplane) restore(ctx context.Context, f Family, text string) error {
+	err := d.k.iptablesRestore(ctx, f, text)
+	c := &d.stats.RestoresV4
+	if f == V6 {
+		c = &d.stats.RestoresV6
+	}
+	if err != nil {
+		c.Failed++
+	} else {
+		c.OK++
+	}
+	return err
 }
 
 // plan compares the desired state with d.have. Called with d.mu held.
@@ -427,7 +453,7 @@ func (d *Dataplane) RemoveAll(ctx context.Context) error {
 		if sb.Len() == 0 {
 			continue
 		}
-		if err := d.k.iptablesRestore(ctx, f, sb.String()); err != nil {
+		if err := d.restore(ctx, f, sb.String()); err != nil {
 			return fmt.Errorf("policy remove: IPv%d tables: %w", f, err)
 		}
 	}

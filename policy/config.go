@@ -89,6 +89,9 @@ type Config struct {
 	// MaxFailures is the number of consecutive failed writes after which
 	// Ready reports an error.
 	MaxFailures int
+	// OnApply, if set, is called after each Apply that wrote to the kernel
+	// or failed, with its duration (the agent's metrics).
+	OnApply func(took time.Duration, err error)
 
 	marks marks // derived from AcceptMark by withDefaults
 }

@@ -51,7 +51,15 @@ type Stats struct {
 	NetlinkWrites  int           // applies whose set changes went over netlink, not ipset restore
 	KernelReads    int           // full reads of the kernel state
 	LastApply      time.Duration // duration of the last Apply that wrote
+	// Restores counts iptables-restore runs by family and outcome.
+	RestoresV4, RestoresV6 RestoreCounts
+	// Sets and SetMembers are the cx- sets in the kernel and their members
+	// after the last Apply that wrote (or read) them.
+	Sets, SetMembers int
 }
+
+// RestoreCounts are iptables-restore runs that succeeded and failed.
+type RestoreCounts struct{ OK, Failed int }
 
 // New returns a Dataplane that runs the real commands (with
 // cfg.CommandPrefix). Where it can tell which namespace the commands reach

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,15 +81,20 @@ type passResult struct {
 // add finds the slot taken and the kernel view was not just re-read, it
 // re-reads and tries once more: the slot may hold our own route that an
 // event had not reported yet, or someone else's, which is then an error.
-func (t *Table) apply(ctx context.Context, only []netip.Prefix) ([]netip.Prefix, error) {
+func (t *Table) apply(ctx context.Context, only []netip.Prefix) (_ []netip.Prefix, err error) {
 	t.applyMu.Lock()
 	defer t.applyMu.Unlock()
 	t.counters.applies.Add(1)
 
+	start := time.Now()
 	before := t.counters.added.Load() + t.counters.replaced.Load() + t.counters.removed.Load()
 	defer func() {
-		if n := t.counters.added.Load() + t.counters.replaced.Load() + t.counters.removed.Load() - before; n > 0 {
+		n := t.counters.added.Load() + t.counters.replaced.Load() + t.counters.removed.Load() - before
+		if n > 0 {
 			t.log.Debug("routes applied", "writes", n, "targeted", only != nil)
+		}
+		if t.opts.OnApply != nil && (n > 0 || err != nil) {
+			t.opts.OnApply(time.Since(start), err)
 		}
 	}()
 	force := false

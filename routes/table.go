@@ -49,6 +49,9 @@ type Options struct {
 	// follow within the delay are written together when it has passed, so
 	// a burst costs one pass per delay. Default 20ms.
 	CoalesceDelay time.Duration
+	// OnApply, if set, is called after each apply pass that wrote to the
+	// kernel or failed, with its duration (the agent's metrics).
+	OnApply func(took time.Duration, err error)
 	// BeforeWrite, if set, is called before every kernel write; a non-nil
 	// error fails that write as if the kernel had refused it. For tests.
 	BeforeWrite func(op WriteOp, dst netip.Prefix) error
