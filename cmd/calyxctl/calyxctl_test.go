@@ -200,3 +200,40 @@ spec: {peerIP: 198.18.0.253, asNumber: 65000, pasword: x}
 	}
 	_ = context.Background
 }
+
+// Global flags go before or after the verb, as with kubectl; a verb's own
+// flag before the verb, or a global flag without its value, is a clear
+// usage error.
+func TestGlobalFlagsBeforeOrAfterTheVerb(t *testing.T) {
+	e := etcdtest.Start(t)
+	pool := "apiVersion: calyx.dev/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.9.0.0/24}\n"
+	env := []string{"CALYX_ETCD_ENDPOINTS=http://127.0.0.1:1"} // wrong: the flag must win
+	if r := ctlEnv(t, env, pool, "--etcd-endpoints", e.Endpoint, "apply", "-f", "-"); r.code != 0 {
+		t.Fatalf("flag before the verb: %d %s", r.code, r.stderr)
+	}
+	for _, args := range [][]string{
+		{"--etcd-endpoints", e.Endpoint, "get", "ippools"},
+		{"--etcd-endpoints=" + e.Endpoint, "get", "ippools"},
+		{"--timeout", "20s", "--etcd-endpoints", e.Endpoint, "get", "ippools", "-o", "yaml"},
+		{"get", "ippools", "--etcd-endpoints", e.Endpoint},
+		{"get", "--etcd-endpoints", e.Endpoint, "ippools"},
+	} {
+		if r := ctlEnv(t, env, "", args...); r.code != 0 || !strings.Contains(r.stdout, "10.9.0.0/24") {
+			t.Errorf("calyxctl %s: %d %s %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+	}
+	for args, want := range map[string]string{
+		"-o json get ippools":  "unknown flag -o before the command",
+		"--etcd-endpoints":     "flag --etcd-endpoints needs a value",
+		"--bogus get ippools":  "unknown flag --bogus before the command",
+		"--timeout 5s frobble": `unknown command "frobble"`,
+	} {
+		r := ctlEnv(t, env, "", strings.Fields(args)...)
+		if r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("calyxctl %s: %d %q, want %q", args, r.code, r.stderr, want)
+		}
+	}
+	if r := ctlEnv(t, env, "", "--etcd-endpoints", e.Endpoint, "--help"); r.code != 0 || !strings.Contains(r.stdout, "before or after the command") {
+		t.Errorf("--help after a global flag: %d %s", r.code, r.stdout)
+	}
+}

@@ -32,6 +32,7 @@ Usage:
   calyxctl node status [-o table|json]   BGP peers of the local agent
   calyxctl bgp routes [-o table|json]    the local agent's BGP RIB
   calyxctl ipam show [-o table|json]     pools and blocks with their use
+  calyxctl ipam show --ip IP [-o json]   who holds one address (node, handle, endpoint, pod)
   calyxctl ipam check                    find inconsistencies
   calyxctl ipam gc [--grace DURATION]    release leaked allocations
   calyxctl ipam release --ip IP          release one address (operator repair)
@@ -41,10 +42,11 @@ Usage:
 Kinds: bgpconfig, node, bgppeer, ippool, ipamconfig, workloadendpoint (wep), policy
 (singular, plural or short forms).
 
-Global flags (also as environment variables):
+Global flags, before or after the command (also as environment variables):
   --etcd-endpoints   CALYX_ETCD_ENDPOINTS  comma-separated etcd URLs (default http://127.0.0.1:2379)
   --etcd-ca/--etcd-cert/--etcd-key          TLS client certificate files
   --agent-socket     CALYX_AGENT_SOCKET    the agent's socket (default /var/run/calyx/agent.sock)
+  --timeout                                time limit for the command (default 30s)
 `
 
 // exitError carries the exit status of a failed command; its message has
@@ -129,11 +131,14 @@ type command struct {
 }
 
 func run(ctx context.Context, args []string, in io.Reader, out io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	verb, args, err := splitVerb(args)
+	if err != nil {
+		return err
+	}
+	if verb == "" || verb == "help" {
 		fmt.Fprint(out, usage)
 		return nil
 	}
-	verb := args[0]
 	cmds := commands()
 	cmd, ok := cmds[verb]
 	if !ok {
@@ -146,7 +151,7 @@ func run(ctx context.Context, args []string, in io.Reader, out io.Writer) error 
 	if cmd.flags != nil {
 		cmd.flags(fs)
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprint(out, usage)
 			return nil
@@ -156,6 +161,45 @@ func run(ctx context.Context, args []string, in io.Reader, out io.Writer) error 
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	return cmd.run(ctx, g, fs, fs.Args(), in, out)
+}
+
+// splitVerb finds the command among the arguments: global flags may come
+// before it (calyxctl --etcd-endpoints X get ippools) or after, as with
+// kubectl. It returns the verb ("" for none, or for -h/--help before it)
+// and the other arguments in order.
+func splitVerb(args []string) (string, []string, error) {
+	globalFlags := pflag.NewFlagSet("calyxctl", pflag.ContinueOnError)
+	(&globals{}).register(globalFlags)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
+			if a == "--" {
+				return "", nil, usageErr("no command before --")
+			}
+			rest := append(append([]string{}, args[:i]...), args[i+1:]...)
+			return a, rest, nil
+		}
+		if a == "-h" || a == "--help" {
+			return "", nil, nil
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		var f *pflag.Flag
+		if strings.HasPrefix(a, "--") {
+			f = globalFlags.Lookup(name)
+		} else if len(name) == 1 {
+			f = globalFlags.ShorthandLookup(name)
+		}
+		if f == nil {
+			return "", nil, usageErr("unknown flag %s before the command: only global flags (--etcd-endpoints, --etcd-ca, --etcd-cert, --etcd-key, --agent-socket, --timeout) may come first", a)
+		}
+		if !hasValue && f.NoOptDefVal == "" {
+			if i+1 == len(args) {
+				return "", nil, usageErr("flag %s needs a value", a)
+			}
+			i++ // the flag's value is the next argument
+		}
+	}
+	return "", nil, nil
 }
 
 func commands() map[string]command {
