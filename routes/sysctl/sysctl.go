@@ -85,6 +85,13 @@ func HostInterface(ifname string, ipv6 bool) []Setting {
 			Setting{"net/ipv6/conf/" + ifname + "/forwarding", "1"},
 		)
 	}
+	// Never take a router advertisement from a workload: on an IPv4-only
+	// node the veth has IPv6 (link-local) with forwarding off, where the
+	// kernel's default (accept_ra=1) would let a pod become the host's
+	// IPv6 router. Only where the namespace has IPv6 at all.
+	if IPv6Available() {
+		s = append(s, Setting{"net/ipv6/conf/" + ifname + "/accept_ra", "0"})
+	}
 	return s
 }
 
@@ -96,6 +103,13 @@ func WorkloadInterface(ifname string) []Setting {
 		{"net/ipv6/conf/" + ifname + "/disable_ipv6", "0"},
 		{"net/ipv6/conf/" + ifname + "/accept_dad", "0"},
 	}
+}
+
+// WorkloadInterfaceIPv4Only returns the settings for the workload end of
+// an IPv4-only workload: no IPv6 at all, so the workload can neither reach
+// its host over link-local IPv6 nor send it router advertisements.
+func WorkloadInterfaceIPv4Only(ifname string) []Setting {
+	return []Setting{{"net/ipv6/conf/" + ifname + "/disable_ipv6", "1"}}
 }
 
 // IPv6Available reports whether the calling thread's namespace has IPv6.

@@ -112,17 +112,21 @@ func (p *Plumber) setupContainerSide(ctx context.Context, h *netlink.Handle, spe
 	if err != nil {
 		return nil, fmt.Errorf("find %s in %s: %w", spec.ContainerIfName, spec.NetNSPath, err)
 	}
-	if spec.hasV6() {
-		err := netns.Do(spec.NetNSPath, func() error {
-			if !sysctl.IPv6Available() {
-				return errors.New("IPv6 address requested but the workload namespace has no IPv6")
-			}
+	err = netns.Do(spec.NetNSPath, func() error {
+		switch {
+		case spec.hasV6() && !sysctl.IPv6Available():
+			return errors.New("IPv6 address requested but the workload namespace has no IPv6")
+		case spec.hasV6():
 			_, err := sysctl.Ensure(sysctl.WorkloadInterface(spec.ContainerIfName))
 			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("workload side IPv6 settings: %w", err)
+		case sysctl.IPv6Available():
+			_, err := sysctl.Ensure(sysctl.WorkloadInterfaceIPv4Only(spec.ContainerIfName))
+			return err
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workload side IPv6 settings: %w", err)
 	}
 	for _, a := range spec.Addresses {
 		addr := &netlink.Addr{IPNet: ipNet(a)}

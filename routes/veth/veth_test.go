@@ -77,7 +77,11 @@ type lab struct {
 	plumber      *veth.Plumber
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T) *lab { return newLabFamilies(t, true) }
+
+// newLabFamilies is newLab for a dual-stack node (ipv6) or an IPv4-only
+// one, whose host sysctls leave IPv6 forwarding off.
+func newLabFamilies(t *testing.T, ipv6 bool) *lab {
 	t.Helper()
 	l := &lab{host: netnstest.New(t, "host"), fabric: netnstest.New(t, "fab")}
 	h, f := l.host, l.fabric
@@ -91,7 +95,7 @@ func newLab(t *testing.T) *lab {
 	h.MustRun(t, "ip", "route", "add", "default", "via", "198.18.0.254")
 	h.MustRun(t, "ip", "-6", "route", "add", "default", "via", "fd00:18::fe")
 
-	if err := routes.NewSysctls(routes.SysctlOptions{NetNSPath: h.Path, IPv6: true}).Apply(context.Background()); err != nil {
+	if err := routes.NewSysctls(routes.SysctlOptions{NetNSPath: h.Path, IPv6: ipv6}).Apply(context.Background()); err != nil {
 		t.Fatalf("host sysctls: %v", err)
 	}
 	tbl, err := routes.New(routes.Options{Protocol: routes.ProtoWorkload, NetNSPath: h.Path})
