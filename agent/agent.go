@@ -39,6 +39,7 @@ type Agent struct {
 
 	etcd    *etcdserver.Server // embedded etcd, when --embedded-etcd
 	client  *datastore.Client
+	syncer  *datastore.Syncer // set before any loop starts
 	ipam    *ipam.IPAM
 	plumber *veth.Plumber
 	local   *routes.Table // workload routes and block blackholes
@@ -154,6 +155,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	if err := a.startDatastore(ctx); err != nil {
 		return err
 	}
+	a.syncer = datastore.NewSyncer(a.client.Etcd(), []datastore.Source{datastore.ResourceSource(), ipam.BlockSource()}, a.log.With("component", "syncer"))
 	// Before the dataplane: its parts report each apply to the metrics.
 	a.metrics = newMetrics(a)
 	if err := a.startDataplane(); err != nil {
@@ -171,8 +173,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	if err := a.goHTTP("metrics", cfg.MetricsAddr, metricsHandler(a.metrics.registry)); err != nil {
 		return err
 	}
-	syncer := datastore.NewSyncer(a.client.Etcd(), []datastore.Source{datastore.ResourceSource(), ipam.BlockSource()}, a.log.With("component", "syncer"))
-	a.group.Go("syncer", 0, func(ctx context.Context) error { return syncer.Run(ctx, a.onSyncerEvents) })
+	a.group.Go("syncer", 0, func(ctx context.Context) error { return a.syncer.Run(ctx, a.onSyncerEvents) })
 	serveAPI, err := a.listenAPI()
 	if err != nil {
 		return err
@@ -334,8 +335,8 @@ func (a *Agent) readiness() map[string]readiness {
 			if !a.isSynced() {
 				return false, "not in sync yet"
 			}
-			if !a.client.Reachable() {
-				return false, "etcd unreachable (the dataplane stays as it is; CNI ADD answers try again later)"
+			if !a.datastoreUp() {
+				return false, "etcd unreachable or without quorum (the dataplane stays as it is; CNI ADD answers try again later)"
 			}
 			return true, ""
 		},

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
 	"github.com/calyx-net/calyx/datastore"
@@ -334,28 +333,6 @@ func ipamError(err error) error {
 	return datastoreError("allocating addresses", err)
 }
 
-// datastoreTimeout bounds each etcd step of a CNI request, well inside the
-// plugin's own deadline, so that an etcd outage is answered with "try
-// again later" rather than left to time out.
-const datastoreTimeout = 5 * time.Second
-
-// datastoreError maps an etcd failure: unreachable or too slow is
-// transient (CNI code 11, the runtime retries); anything else is 102.
-func datastoreError(what string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
-		return apipb.Errorf(codes.Unavailable, apipb.CodeTryAgainLater, "%s: the datastore (etcd) did not answer in time; try again later: %v", what, err)
-	}
-	return apipb.Errorf(codes.Unavailable, apipb.CodeDatastoreFailed, "%s: %v", what, err)
-}
-
-// withDatastoreTimeout runs fn with the request's context bounded by
-// datastoreTimeout.
-func withDatastoreTimeout(ctx context.Context, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, datastoreTimeout)
-	defer cancel()
-	return fn(ctx)
-}
-
 // endpointLabels: the runtime's labels plus the automatic ones.
 func (a *Agent) endpointLabels(inv *apipb.Invocation) (map[string]string, error) {
 	labels := map[string]string{}
@@ -562,8 +539,8 @@ func (s *cniServer) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	if !a.isSynced() {
 		return &apipb.StatusReply{Ready: false, Reason: "the datastore is not in sync yet"}, nil
 	}
-	if !a.client.Reachable() {
-		return &apipb.StatusReply{Ready: false, Reason: "etcd is unreachable: ADD cannot allocate addresses"}, nil
+	if !a.datastoreUp() {
+		return &apipb.StatusReply{Ready: false, Reason: "etcd is unreachable or without quorum: ADD cannot allocate addresses"}, nil
 	}
 	if err := a.policy.Ready(); err != nil {
 		return &apipb.StatusReply{Ready: false, Reason: err.Error()}, nil

@@ -49,7 +49,7 @@ func (s *statusServer) NodeStatus(ctx context.Context, _ *apipb.NodeStatusReques
 	reply := &apipb.NodeStatusReply{
 		NodeName: a.node, NodeAddress: a.nodeIP.String(), AsNumber: asn,
 		AgentVersion: version.String("calyx-agent"), DatastoreInSync: a.isSynced(),
-		Ready: a.isSynced() && a.client.Reachable() && a.policy.Ready() == nil, StartedAt: a.startedAt.Unix(),
+		Ready: a.isSynced() && a.datastoreUp() && a.policy.Ready() == nil, StartedAt: a.startedAt.Unix(),
 	}
 	if !started {
 		return reply, nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -68,7 +69,15 @@ type Syncer struct {
 	cache map[string]cached
 	// RetryInterval bounds the back-off between relists.
 	RetryInterval time.Duration
+	// live is set while the syncer follows etcd: from a completed list
+	// until its watch fails. The watch requires a leader, so a cluster
+	// that lost quorum ends it too.
+	live atomic.Bool
 }
+
+// Live reports whether the syncer follows etcd now: listed, and its watch
+// (which needs a member with a leader) running.
+func (s *Syncer) Live() bool { return s.live.Load() }
 
 type cached struct {
 	modRev int64
@@ -89,7 +98,9 @@ func (s *Syncer) Run(ctx context.Context, handle func([]Event)) error {
 		rev, err := s.relist(ctx, handle)
 		if err == nil {
 			backoff = 50 * time.Millisecond
+			s.live.Store(true)
 			err = s.watch(ctx, rev, handle)
+			s.live.Store(false)
 		}
 		if ctx.Err() != nil {
 			break

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Workloads, "workloads", 0, "workloads to create on every host")
 	fs.StringVar(&o.Peer, "peer", "", `external BGP peer: "bird" for a BIRD top-of-rack router`)
 	fs.IntVar(&o.Reflectors, "reflectors", 0, "make hosts 1..K route reflectors (mesh off)")
+	fs.IntVar(&o.EtcdMembers, "etcd-members", 1, "etcd cluster size: 1, 3 or 5 members, each in its own namespace")
 	fs.StringVar(&o.Pool, "pool", lab.DefaultPool, "workload IPPool")
 	fs.BoolVar(&o.IPv6, "ipv6", false, "dual stack: IPv6 on the fabric and hosts, an IPv6 pool, agents with --node-ipv6, IPv6 sessions to the ToR")
 	fs.StringVar(&o.Pool6, "pool6", "", "IPv6 workload IPPool with --ipv6 (default "+lab.DefaultPool6+")")
@@ -81,11 +83,23 @@ func open(g *globals, stderr io.Writer) (*lab.Lab, error) {
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var g globals
 	fs := newFlags("status", &g, stderr)
+	output := fs.StringP("output", "o", "table", "table or json (hosts, workloads, etcd members and every process with its pid and namespace)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("-o %q: want table or json", *output)
+	}
 	l, err := open(&g, stderr)
 	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		b, err := json.MarshalIndent(l.Status(ctx), "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
 		return err
 	}
 	printStatus(ctx, l, stdout)
@@ -123,7 +137,21 @@ func printStatus(ctx context.Context, l *lab.Lab, w io.Writer) {
 			return fmt.Sprintf("pid %d DEAD (log %s)", p.PID, p.Log)
 		}
 	}
-	fmt.Fprintf(w, "etcd %s (mutual TLS, certificates in %s/pki): %s\n\n", lab.EtcdEndpoint, l.Dir(), procState("etcd"))
+	members := l.EtcdMembers()
+	if len(members) == 1 {
+		fmt.Fprintf(w, "etcd %s (mutual TLS, certificates in %s/pki): %s\n\n", members[0].Endpoint, l.Dir(), procState(members[0].Name))
+	} else {
+		leader, _ := l.EtcdLeader(ctx)
+		fmt.Fprintf(w, "etcd: %d members (mutual TLS for clients and peers, certificates in %s/pki)\n", len(members), l.Dir())
+		for _, m := range members {
+			role := ""
+			if m.Name == leader {
+				role = ", leader"
+			}
+			fmt.Fprintf(w, "  %s %s: %s%s\n", m.Name, m.Endpoint, procState(m.Name), role)
+		}
+		fmt.Fprintln(w)
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tADDRESS\tAGENT\tREADY\tBGP PEERS")

@@ -24,11 +24,13 @@ import (
 const usage = `calyx-lab: a multi-host Calyx cluster on one machine (network namespaces)
 
 Usage:
-  calyx-lab up [--hosts N] [--workloads M] [--peer bird] [--reflectors K] [--pool CIDR]
-  calyx-lab status
+  calyx-lab up [--hosts N] [--workloads M] [--peer bird] [--reflectors K] [--etcd-members 1|3|5] [--pool CIDR]
+  calyx-lab status [-o table|json]           json: hosts, workloads, etcd members, every process (name, pid, netns)
   calyx-lab add NAME --host H [--labels k=v,...]
   calyx-lab del NAME
-  calyx-lab exec TARGET -- CMD [ARGS...]    TARGET: hostN, a workload, etcd, tor, fabric
+  calyx-lab stop PROCESS [--kill]           PROCESS: etcdN or agent-hostN (--kill: SIGKILL, as a crash)
+  calyx-lab start PROCESS                    starts it again (an etcd member: waits until it caught up)
+  calyx-lab exec TARGET -- CMD [ARGS...]    TARGET: hostN, a workload, etcd (etcdN), tor, fabric
   calyx-lab ping [--all]                     reachability matrix of the workloads (--all: and hosts)
   calyx-lab down [--purge]                   removes everything; idempotent; recovers a crashed lab
   calyx-lab demo                             up, status, ping, policy, down (make demo)
@@ -81,6 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 		"up": cmdUp, "status": cmdStatus, "add": cmdAdd, "del": cmdDel,
 		"exec": cmdExec, "ping": cmdPing, "down": cmdDown, "demo": cmdDemo,
+		"stop": cmdStop, "start": cmdStart,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

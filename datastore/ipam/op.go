@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 type opKind int
@@ -95,9 +97,12 @@ func (i *IPAM) takeBatch() []*op {
 }
 
 // batchContext ends when every op's caller has given up (nobody waits for
-// the result any more) or after batchTimeout.
+// the result any more) or after batchTimeout. Its requests require an etcd
+// leader: a member without one (the cluster lost quorum, or elects) fails
+// them at once instead of holding the batch, and every op queued behind
+// it, until the callers give up.
 func batchContext(ops []*op) (context.Context, func()) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(context.Background()), batchTimeout)
 	var left atomic.Int32
 	left.Store(int32(len(ops)))
 	stops := make([]func() bool, len(ops))

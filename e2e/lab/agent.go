@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,7 +23,7 @@ func AgentArgv(o Options, h Host) []string {
 		o.BinDir + "/" + AgentBinary,
 		"--node-name", h.Name,
 		"--node-ip", h.IP,
-		"--etcd-endpoints", EtcdEndpoint,
+		"--etcd-endpoints", strings.Join(etcdEndpoints(o), ","),
 		"--etcd-ca", tls.CA, "--etcd-cert", tls.Cert, "--etcd-key", tls.Key,
 		"--agent-socket", h.AgentSocket,
 		// Each host namespace has its own loopback: no port clash.

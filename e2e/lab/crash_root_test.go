@@ -94,7 +94,7 @@ func TestDownAfterCrash(t *testing.T) {
 			dir := t.TempDir()
 			t.Cleanup(func() { _ = DownDir(dir, false, nil) })
 			st := crashUp(t, dir, c.step, "")
-			etcd, ok := st.proc(procEtcd)
+			etcd, ok := st.proc(EtcdMemberName(1))
 			if !ok || !etcd.alive() {
 				t.Fatalf("after the crash etcd should still run: %+v", st.Processes)
 			}

@@ -187,7 +187,7 @@ func procRank(p Proc) int {
 	switch {
 	case strings.HasPrefix(p.Name, "agent-"):
 		return 0
-	case p.Name == procEtcd:
+	case strings.HasPrefix(p.Name, "etcd"):
 		return 2
 	default:
 		return 1

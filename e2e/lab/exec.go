@@ -9,7 +9,8 @@ import (
 )
 
 // Namespace resolves an exec target to a namespace name: a host ("host1"),
-// a workload name, "etcd", "tor" or "fabric".
+// a workload name, "etcd" (the first member), "etcd1".."etcdN", "tor" or
+// "fabric".
 func (l *Lab) Namespace(target string) (string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -18,6 +19,9 @@ func (l *Lab) Namespace(target string) (string, error) {
 	}
 	if w, ok := l.st.workload(target); ok {
 		return w.Netns, nil
+	}
+	if m, err := l.memberByName(target); err == nil {
+		return m.Netns, nil
 	}
 	switch target {
 	case "fabric":
@@ -29,8 +33,12 @@ func (l *Lab) Namespace(target string) (string, error) {
 			return l.names.tor(), nil
 		}
 	}
-	return "", fmt.Errorf("unknown target %q: use a host (host1..host%d), a workload, etcd, fabric%s",
-		target, len(l.st.Hosts), map[bool]string{true: " or tor", false: ""}[l.opts.Peer == PeerBird])
+	members := "etcd"
+	if l.opts.EtcdMembers > 1 {
+		members = fmt.Sprintf("etcd1..etcd%d", l.opts.EtcdMembers)
+	}
+	return "", fmt.Errorf("unknown target %q: use a host (host1..host%d), a workload, %s, fabric%s",
+		target, len(l.st.Hosts), members, map[bool]string{true: " or tor", false: ""}[l.opts.Peer == PeerBird])
 }
 
 // Command returns a command that runs argv inside target's namespace, with
@@ -53,7 +61,7 @@ func (l *Lab) Command(ctx context.Context, target string, argv ...string) (*exec
 	cmd := exec.CommandContext(ctx, ip, append([]string{"netns", "exec", ns}, argv...)...)
 	env := os.Environ()
 	env = append(env, "PATH="+l.opts.BinDir+":"+os.Getenv("PATH")+":/usr/sbin:/sbin")
-	env = append(env, etcdClientEnv(l.dir)...)
+	env = append(env, etcdClientEnv(l.opts)...)
 	if h, err := l.Host(target); err == nil {
 		env = append(env, "CALYX_AGENT_SOCKET="+h.AgentSocket)
 	}

@@ -129,7 +129,7 @@ func TestUpWithoutAgents(t *testing.T) {
 	if _, err := os.Stat(statePath(l.Dir())); !os.IsNotExist(err) {
 		t.Errorf("state file still there: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(logDir(l.Dir()), "etcd.log")); err != nil {
+	if _, err := os.Stat(filepath.Join(logDir(l.Dir()), "etcd1.log")); err != nil {
 		t.Errorf("etcd log not kept: %v", err)
 	}
 	if err := l.Teardown(); err != nil {

@@ -50,8 +50,9 @@ const (
 // EtcdMetricsAddr serves etcd's /metrics inside the etcd namespace.
 const EtcdMetricsAddr = "127.0.0.1:2381"
 
-// EtcdEndpoint is the URL the agents use: TLS, with client certificates
-// from the lab's CA (see pki.go).
+// EtcdEndpoint is the URL of the first (or only) etcd member: TLS, with
+// client certificates from the lab's CA (see pki.go). Clients should get
+// every member's: Lab.EtcdEndpoints.
 var EtcdEndpoint = "https://" + EtcdIP + ":" + strconv.Itoa(EtcdPort)
 
 // Prefix is the name prefix of every kernel object of the lab in dir:
@@ -75,6 +76,15 @@ func (n names) etcd() string                { return n.prefix + "etcd" }
 func (n names) tor() string                 { return n.prefix + "tor" }
 func (n names) host(i int) string           { return n.prefix + "h" + strconv.Itoa(i) }
 func (n names) workload(name string) string { return n.prefix + "w-" + name }
+
+// etcdMember is member i's namespace: member 1 keeps the single etcd's
+// name (other parts, the kube-apiserver among them, live there).
+func (n names) etcdMember(i int) string {
+	if i == 1 {
+		return n.etcd()
+	}
+	return n.etcd() + strconv.Itoa(i)
+}
 
 // HostName is the node name of the i-th host (1-based): "host1".
 func HostName(i int) string { return "host" + strconv.Itoa(i) }
@@ -110,11 +120,14 @@ var workloadNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
 // reservedNames are exec targets that a workload may not shadow.
 var reservedNames = map[string]bool{"fabric": true, "etcd": true, "tor": true}
 
+// etcdMemberNameRE: etcd1, etcd2, ... are exec targets too.
+var etcdMemberNameRE = regexp.MustCompile(`^etcd[0-9]+$`)
+
 func validateWorkloadName(name string) error {
 	if !workloadNameRE.MatchString(name) {
 		return fmt.Errorf("workload name %q: use 1-40 lower-case letters, digits and '-', starting and ending with a letter or digit", name)
 	}
-	if reservedNames[name] {
+	if reservedNames[name] || etcdMemberNameRE.MatchString(name) {
 		return fmt.Errorf("workload name %q is reserved (it names a lab namespace)", name)
 	}
 	if _, ok := hostIndex(name); ok {

@@ -25,6 +25,9 @@ type Options struct {
 	// Reflectors makes hosts 1..K route reflectors and turns the
 	// node-to-node mesh off.
 	Reflectors int `json:"reflectors,omitempty"`
+	// EtcdMembers is the size of the etcd cluster: 1 (default), 3 or 5
+	// members, each in its own namespace on the fabric (see etcd.go).
+	EtcdMembers int `json:"etcdMembers,omitempty"`
 	// Pool is the workload IPPool (default 10.244.0.0/16).
 	Pool string `json:"pool"`
 	// IPv6 makes the lab dual stack: the fabric and every host get an IPv6
@@ -72,6 +75,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Pool == "" {
 		o.Pool = DefaultPool
 	}
+	if o.EtcdMembers == 0 {
+		o.EtcdMembers = 1
+	}
 	if o.IPv6 && o.Pool6 == "" {
 		o.Pool6 = DefaultPool6
 	}
@@ -103,6 +109,9 @@ func (o Options) validate() error {
 	}
 	if o.Workloads > 0 && o.SkipAgents {
 		errs = append(errs, errors.New("workloads need agents: SkipAgents and Workloads > 0 do not go together"))
+	}
+	if o.EtcdMembers < 1 || o.EtcdMembers > MaxEtcdMembers || o.EtcdMembers%2 == 0 {
+		errs = append(errs, fmt.Errorf("--etcd-members %d: want 1, 3 or 5 (an even count tolerates no more failures than the odd one below it)", o.EtcdMembers))
 	}
 	if o.Peer != PeerNone && o.Peer != PeerBird {
 		errs = append(errs, fmt.Errorf("--peer %q: the only peer is \"bird\"", o.Peer))

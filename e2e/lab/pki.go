@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -43,7 +44,13 @@ func (l *Lab) makePKI() error {
 	if _, _, err := ca.WriteCA(d); err != nil {
 		return fmt.Errorf("lab CA: %w", err)
 	}
-	if _, err := ca.IssueFiles(d, etcdServerID, "etcd", pki.Server|pki.Client, []string{EtcdIP, "127.0.0.1", "localhost"}, certValidity); err != nil {
+	// One certificate for every member, as server to clients and as
+	// server and client to its peers.
+	sans := []string{"127.0.0.1", "localhost"}
+	for i := 1; i <= l.opts.EtcdMembers; i++ {
+		sans = append(sans, EtcdMemberIP(i))
+	}
+	if _, err := ca.IssueFiles(d, etcdServerID, "etcd", pki.Server|pki.Client, sans, certValidity); err != nil {
 		return fmt.Errorf("etcd server certificate: %w", err)
 	}
 	ids := []string{AdminIdentity}
@@ -81,12 +88,13 @@ func etcdTLS(dir, identity string) (*tls.Config, error) {
 	return info.ClientConfig()
 }
 
-// etcdClientEnv points calyxctl and etcdctl at the lab's etcd with the
-// admin certificate.
-func etcdClientEnv(dir string) []string {
-	f := clientFiles(dir, AdminIdentity)
+// etcdClientEnv points calyxctl and etcdctl at every member of the lab's
+// etcd with the admin certificate.
+func etcdClientEnv(o Options) []string {
+	f := clientFiles(o.Dir, AdminIdentity)
+	eps := strings.Join(etcdEndpoints(o), ",")
 	return []string{
-		"CALYX_ETCD_ENDPOINTS=" + EtcdEndpoint, "CALYX_ETCD_CA=" + f.CA, "CALYX_ETCD_CERT=" + f.Cert, "CALYX_ETCD_KEY=" + f.Key,
-		"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + EtcdEndpoint, "ETCDCTL_CACERT=" + f.CA, "ETCDCTL_CERT=" + f.Cert, "ETCDCTL_KEY=" + f.Key,
+		"CALYX_ETCD_ENDPOINTS=" + eps, "CALYX_ETCD_CA=" + f.CA, "CALYX_ETCD_CERT=" + f.Cert, "CALYX_ETCD_KEY=" + f.Key,
+		"ETCDCTL_API=3", "ETCDCTL_ENDPOINTS=" + eps, "ETCDCTL_CACERT=" + f.CA, "ETCDCTL_CERT=" + f.Cert, "ETCDCTL_KEY=" + f.Key,
 	}
 }

@@ -34,7 +34,7 @@ func TestWorkloadNames(t *testing.T) {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "Web", "-a", "a-", "a_b", "host1", "etcd", "tor", "fabric", strings.Repeat("x", 41), "a/b"} {
+	for _, bad := range []string{"", "Web", "-a", "a-", "a_b", "host1", "etcd", "etcd2", "tor", "fabric", strings.Repeat("x", 41), "a/b"} {
 		if err := validateWorkloadName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
