@@ -19,6 +19,8 @@ import (
 
 	"github.com/calyx-net/calyx/bgp"
 	apipb "github.com/calyx-net/calyx/cni/api"
+	"github.com/calyx-net/calyx/cni/plugin"
+	"github.com/calyx-net/calyx/cni/relay"
 	"github.com/calyx-net/calyx/cni/server"
 	"github.com/calyx-net/calyx/datastore"
 	"github.com/calyx-net/calyx/datastore/etcdserver"
@@ -311,11 +313,17 @@ func (a *Agent) listenAPI() (func(context.Context) error, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--agent-socket %s: %w", a.cfg.AgentSocket, err)
 	}
+	cni := &cniServer{a: a}
 	s := grpc.NewServer(server.ServerOptions()...)
-	apipb.RegisterCNIServer(s, &cniServer{a: a})
+	apipb.RegisterCNIServer(s, cni)
 	apipb.RegisterAgentServer(s, &statusServer{a: a})
+	// The calyx binary relays its invocations; the CNI protocol runs here.
+	proto := plugin.New(cni, a.log.With("component", "cni"))
+	mux := server.NewMux(s, func(ctx context.Context, caller server.PeerCred, req *relay.Request) *relay.Reply {
+		return proto.Serve(ctx, plugin.Caller{PID: caller.PID}, req)
+	}, a.log.With("component", "agent-socket"))
 	return func(ctx context.Context) error {
-		return serveUntil(ctx, func() error { return s.Serve(l) }, s.Stop, nil)
+		return serveUntil(ctx, func() error { return mux.Serve(l) }, mux.Stop, nil)
 	}, nil
 }
 

@@ -1,30 +1,19 @@
-// Command calyx is the calyx CNI plugin (CNI type "calyx"): a thin shim
-// that hands each CNI verb to the local calyx-agent over its unix socket.
-// It never touches etcd or netlink itself. See docs/cni.md.
+// Command calyx is the calyx CNI plugin (CNI type "calyx"): a relay that
+// hands each CNI invocation (its CNI_* environment and stdin) to the local
+// calyx-agent over its unix socket and prints the answer. The agent does
+// all the work, the CNI protocol included; the binary stays small (standard
+// library only) so that the exec a runtime pays on every verb is short.
+// See docs/cni.md.
 package main
 
 import (
-	"context"
-	"log/slog"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
-
-	"github.com/calyx-net/calyx/cni/plugin"
+	"github.com/calyx-net/calyx/cni/relay"
+	"github.com/calyx-net/calyx/internal/version"
 )
 
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
-
 func main() {
-	// stdout belongs to the CNI protocol; diagnostics go to stderr, which
-	// runtimes log. CALYX_CNI_DEBUG=1 adds a line per call.
-	level := slog.LevelWarn
-	if os.Getenv("CALYX_CNI_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	p := plugin.New(os.Stdout, log)
-	skel.PluginMainFuncs(p.Funcs(context.Background()), plugin.VersionInfo(), "CNI plugin calyx "+version)
+	os.Exit(relay.RunPlugin(relay.Stdio{Environ: os.Environ(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		"CNI plugin calyx "+version.Version+" (commit "+version.CommitID()+")"))
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -25,6 +26,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
+	"github.com/calyx-net/calyx/cni/plugin"
+	"github.com/calyx-net/calyx/cni/relay"
 	"github.com/calyx-net/calyx/cni/server"
 )
 
@@ -49,8 +52,8 @@ type Agent struct {
 	// Socket is the unix socket the agent serves.
 	Socket string
 
-	grpcServer *grpc.Server
-	done       chan struct{}
+	mux  *server.Mux
+	done chan struct{}
 
 	mu          sync.Mutex
 	attachments map[key]*Attachment
@@ -90,9 +93,10 @@ func Serve(socket string) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	uids := []uint32{0, uint32(os.Getuid())}
+	grpcServer := grpc.NewServer(server.ServerOptions(uids...)...)
 	a := &Agent{
 		Socket:      socket,
-		grpcServer:  grpc.NewServer(server.ServerOptions(0, uint32(os.Getuid()))...),
 		done:        make(chan struct{}),
 		attachments: map[key]*Attachment{},
 		nextHost:    2,
@@ -100,11 +104,17 @@ func Serve(socket string) (*Agent, error) {
 		failures:    map[string]error{},
 		nodeStatus:  &apipb.NodeStatusReply{NodeName: "fake-node", AgentVersion: "agenttest", Ready: true, DatastoreInSync: true},
 	}
-	apipb.RegisterCNIServer(a.grpcServer, a)
-	apipb.RegisterAgentServer(a.grpcServer, a)
+	apipb.RegisterCNIServer(grpcServer, a)
+	apipb.RegisterAgentServer(grpcServer, a)
+	// The calyx binary's relayed invocations go through the real CNI
+	// protocol code, as in the agent.
+	proto := plugin.New(a, slog.New(slog.DiscardHandler))
+	a.mux = server.NewMux(grpcServer, func(ctx context.Context, caller server.PeerCred, req *relay.Request) *relay.Reply {
+		return proto.Serve(ctx, plugin.Caller{PID: caller.PID}, req)
+	}, nil, uids...)
 	go func() {
 		defer close(a.done)
-		_ = a.grpcServer.Serve(l)
+		_ = a.mux.Serve(l)
 	}()
 	return a, nil
 }
@@ -112,7 +122,7 @@ func Serve(socket string) (*Agent, error) {
 // Stop ends serving and removes the socket, as a dead agent would leave
 // things (minus a stale socket). Calling it twice is fine.
 func (a *Agent) Stop() {
-	a.grpcServer.Stop()
+	a.mux.Stop()
 	<-a.done
 }
 

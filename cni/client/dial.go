@@ -1,5 +1,5 @@
-// Package client connects to calyx-agent's unix socket. The calyx CNI
-// plugin and calyxctl share it.
+// Package client connects to calyx-agent's unix socket over gRPC, as
+// calyxctl does (the calyx CNI binary uses the lighter cni/relay).
 package client
 
 import (
@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/calyx-net/calyx/cni/relay"
 )
 
 // DefaultSocket is where calyx-agent listens unless told otherwise.
-const DefaultSocket = "/var/run/calyx/agent.sock"
+const DefaultSocket = relay.DefaultSocket
 
 // ErrUnreachable means nothing answers on the agent socket: it is missing,
 // refuses connections, or does not complete the gRPC handshake in time.

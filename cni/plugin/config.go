@@ -4,27 +4,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/calyx-net/calyx/cni/client"
+	"github.com/calyx-net/calyx/cni/relay"
 )
 
-// DefaultTimeout bounds one plugin call (connect and RPC) when the config
-// has no timeoutSeconds.
-const DefaultTimeout = 10 * time.Second
-
-// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
-const maxSocketPath = 107
+// DefaultTimeout bounds one plugin call (connect and answer) when the
+// config has no timeoutSeconds.
+const DefaultTimeout = relay.DefaultTimeout
 
 // NetConf is the calyx plugin's network configuration (stdin).
 type NetConf struct {
 	types.PluginConf
 
-	// AgentSocket is the agent's unix socket; default client.DefaultSocket.
+	// AgentSocket is the agent's unix socket; default relay.DefaultSocket.
 	AgentSocket string `json:"agentSocket,omitempty"`
 	// MTU of the workload interface; 0 leaves it to the agent.
 	MTU int `json:"mtu,omitempty"`
@@ -55,7 +51,7 @@ func (c *NetConf) Timeout() time.Duration {
 // a *types.Error: code 6 (decoding failure) when stdin is not a JSON object,
 // code 7 (invalid network config) naming the field otherwise.
 func ParseConfig(stdin []byte) (*NetConf, error) {
-	conf := &NetConf{AgentSocket: client.DefaultSocket}
+	conf := &NetConf{AgentSocket: relay.DefaultSocket}
 	if err := json.Unmarshal(stdin, conf); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
@@ -79,15 +75,8 @@ func (c *NetConf) validate() error {
 	if c.Name == "" {
 		return invalidConfig("name", "is required")
 	}
-	switch {
-	case c.AgentSocket == "":
-		return invalidConfig("agentSocket", "must not be empty (omit it for "+client.DefaultSocket+")")
-	case !filepath.IsAbs(c.AgentSocket):
-		return invalidConfig("agentSocket", fmt.Sprintf("must be an absolute path, got %q", c.AgentSocket))
-	case strings.ContainsRune(c.AgentSocket, 0):
-		return invalidConfig("agentSocket", "must not contain a NUL byte")
-	case len(c.AgentSocket) > maxSocketPath:
-		return invalidConfig("agentSocket", fmt.Sprintf("is %d bytes, longer than the %d a unix socket path allows", len(c.AgentSocket), maxSocketPath))
+	if p := relay.SocketProblem(c.AgentSocket); p != "" {
+		return invalidConfig("agentSocket", p)
 	}
 	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
 		return invalidConfig("mtu", fmt.Sprintf("must be between 68 and 65535 (or omitted), got %d", c.MTU))

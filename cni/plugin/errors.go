@@ -11,27 +11,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
-	"github.com/calyx-net/calyx/cni/client"
 )
-
-// unreachable is the error for an agent nobody answers for; the details
-// hold the cause (e.g. "connect: no such file or directory").
-func unreachable(code uint, socket string, err error) *types.Error {
-	details := err.Error()
-	if ue, ok := errors.AsType[*client.UnreachableError](err); ok {
-		details = ue.Err.Error()
-	}
-	return types.NewError(code,
-		fmt.Sprintf("calyx agent is not reachable at %s; check that calyx-agent is running", socket),
-		details)
-}
 
 // rpcError turns a failed call into the CNI error the runtime sees. A
 // CNIError from the agent wins; otherwise the gRPC code is mapped.
 func rpcError(verb, socket string, timeout time.Duration, err error) *types.Error {
-	if errors.Is(err, client.ErrUnreachable) {
-		return unreachable(types.ErrTryAgainLater, socket, err)
-	}
 	if ce, ok := apipb.CNIErrorFrom(err); ok {
 		return types.NewError(uint(ce.GetCode()), ce.GetMsg(), ce.GetDetails())
 	}

@@ -1,7 +1,9 @@
-// Package plugin is the calyx CNI plugin as a library: it parses the
-// network config and the CNI_* environment, calls calyx-agent over its unix
-// socket and prints the result. cmd/calyx wires it to skel; tests call it
-// in-process.
+// Package plugin is the CNI protocol of the calyx plugin, run inside
+// calyx-agent: the calyx binary relays each invocation (cni/relay) and
+// Serve makes the checks skel would make, parses the network config and
+// the CNI_* environment, runs the verb against the agent's CNI service and
+// prints the result in the config's version. Tests call the verbs
+// directly.
 package plugin
 
 import (
@@ -18,46 +20,46 @@ import (
 	"google.golang.org/grpc/status"
 
 	apipb "github.com/calyx-net/calyx/cni/api"
-	"github.com/calyx-net/calyx/cni/client"
+	"github.com/calyx-net/calyx/cni/relay"
 )
 
-// VersionInfo lists the CNI spec versions the plugin speaks.
+// VersionInfo lists the CNI spec versions the plugin speaks (the calyx
+// binary answers VERSION itself, from relay.SupportedVersions).
 func VersionInfo() version.PluginInfo {
-	return version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+	return version.PluginSupports(relay.SupportedVersions...)
 }
 
-// Plugin runs CNI verbs against the agent. Errors it returns are
+// API is the agent's CNI service, called in-process (apipb.CNIServer
+// without its gRPC embedding).
+type API interface {
+	Add(context.Context, *apipb.AddRequest) (*apipb.AddReply, error)
+	Del(context.Context, *apipb.DelRequest) (*apipb.DelReply, error)
+	Check(context.Context, *apipb.CheckRequest) (*apipb.CheckReply, error)
+	Status(context.Context, *apipb.StatusRequest) (*apipb.StatusReply, error)
+	GC(context.Context, *apipb.GCRequest) (*apipb.GCReply, error)
+}
+
+// Plugin runs CNI verbs against the agent's API. Errors it returns are
 // *types.Error with the CNI code the runtime should see.
 type Plugin struct {
-	out io.Writer
+	api API
 	log *slog.Logger
 }
 
-// New returns a Plugin printing results to out.
-func New(out io.Writer, log *slog.Logger) *Plugin {
-	return &Plugin{out: out, log: log}
-}
-
-// Funcs adapts the verbs to skel.
-func (p *Plugin) Funcs(ctx context.Context) skel.CNIFuncs {
-	return skel.CNIFuncs{
-		Add:    func(a *skel.CmdArgs) error { return p.Add(ctx, a) },
-		Del:    func(a *skel.CmdArgs) error { return p.Del(ctx, a) },
-		Check:  func(a *skel.CmdArgs) error { return p.Check(ctx, a) },
-		Status: func(a *skel.CmdArgs) error { return p.Status(ctx, a) },
-		GC:     func(a *skel.CmdArgs) error { return p.GC(ctx, a) },
-	}
+// New returns a Plugin calling api.
+func New(api API, log *slog.Logger) *Plugin {
+	return &Plugin{api: api, log: log}
 }
 
 // Add asks the agent to wire the workload and prints the CNI result in the
 // config's cniVersion.
-func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
+func (p *Plugin) Add(ctx context.Context, out io.Writer, args *skel.CmdArgs) error {
 	conf, inv, err := p.invocation(args, true)
 	if err != nil {
 		return err
 	}
-	reply, err := call(ctx, p, conf, "ADD", types.ErrTryAgainLater, func(ctx context.Context, c apipb.CNIClient) (*apipb.AddReply, error) {
-		return c.Add(ctx, &apipb.AddRequest{Invocation: inv})
+	reply, err := call(ctx, p, conf, "ADD", func(ctx context.Context) (*apipb.AddReply, error) {
+		return p.api.Add(ctx, &apipb.AddRequest{Invocation: inv})
 	})
 	if err != nil {
 		return err
@@ -70,18 +72,18 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrIncompatibleCNIVersion, fmt.Sprintf("calyx: cannot express the result in CNI %s", conf.CNIVersion), err.Error())
 	}
-	return versioned.PrintTo(p.out)
+	return versioned.PrintTo(out)
 }
 
 // Del asks the agent to remove the attachment. An attachment the agent
 // does not know is already gone: success.
-func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
+func (p *Plugin) Del(ctx context.Context, _ io.Writer, args *skel.CmdArgs) error {
 	conf, inv, err := p.invocation(args, false)
 	if err != nil {
 		return err
 	}
-	_, err = call(ctx, p, conf, "DEL", types.ErrTryAgainLater, func(ctx context.Context, c apipb.CNIClient) (*apipb.DelReply, error) {
-		reply, err := c.Del(ctx, &apipb.DelRequest{Invocation: inv})
+	_, err = call(ctx, p, conf, "DEL", func(ctx context.Context) (*apipb.DelReply, error) {
+		reply, err := p.api.Del(ctx, &apipb.DelRequest{Invocation: inv})
 		if isUnknownAttachment(err) {
 			p.log.Debug("DEL of an attachment the agent does not know", "container", inv.GetContainerId(), "ifname", inv.GetIfname(), "agent", err)
 			return &apipb.DelReply{}, nil
@@ -92,7 +94,7 @@ func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 }
 
 // Check asks the agent whether the attachment still matches prevResult.
-func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
+func (p *Plugin) Check(ctx context.Context, _ io.Writer, args *skel.CmdArgs) error {
 	conf, inv, err := p.invocation(args, true)
 	if err != nil {
 		return err
@@ -100,20 +102,20 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	if inv.GetPrevResult() == nil {
 		return invalidConfig("prevResult", "is required for CHECK")
 	}
-	_, err = call(ctx, p, conf, "CHECK", types.ErrTryAgainLater, func(ctx context.Context, c apipb.CNIClient) (*apipb.CheckReply, error) {
-		return c.Check(ctx, &apipb.CheckRequest{Invocation: inv})
+	_, err = call(ctx, p, conf, "CHECK", func(ctx context.Context) (*apipb.CheckReply, error) {
+		return p.api.Check(ctx, &apipb.CheckRequest{Invocation: inv})
 	})
 	return err
 }
 
 // Status fails with code 50 unless the agent answers and is ready.
-func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
+func (p *Plugin) Status(ctx context.Context, _ io.Writer, args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	reply, err := call(ctx, p, conf, "STATUS", types.ErrPluginNotAvailable, func(ctx context.Context, c apipb.CNIClient) (*apipb.StatusReply, error) {
-		return c.Status(ctx, &apipb.StatusRequest{
+	reply, err := call(ctx, p, conf, "STATUS", func(ctx context.Context) (*apipb.StatusReply, error) {
+		return p.api.Status(ctx, &apipb.StatusRequest{
 			CniVersion:    conf.CNIVersion,
 			NetworkName:   conf.Name,
 			NetworkConfig: args.StdinData,
@@ -139,7 +141,7 @@ func (p *Plugin) Status(ctx context.Context, args *skel.CmdArgs) error {
 
 // GC asks the agent to remove this network's attachments that the runtime
 // no longer lists as valid.
-func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
+func (p *Plugin) GC(ctx context.Context, _ io.Writer, args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -152,8 +154,8 @@ func (p *Plugin) GC(ctx context.Context, args *skel.CmdArgs) error {
 	for _, a := range conf.ValidAttachments {
 		req.ValidAttachments = append(req.ValidAttachments, &apipb.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
 	}
-	reply, err := call(ctx, p, conf, "GC", types.ErrTryAgainLater, func(ctx context.Context, c apipb.CNIClient) (*apipb.GCReply, error) {
-		return c.GC(ctx, req)
+	reply, err := call(ctx, p, conf, "GC", func(ctx context.Context) (*apipb.GCReply, error) {
+		return p.api.GC(ctx, req)
 	})
 	if err != nil {
 		return err
@@ -215,20 +217,13 @@ func parsePrevResult(conf *NetConf) (*apipb.Result, error) {
 	return fromCNIResult(res), nil
 }
 
-// call dials the agent and runs one RPC under the config's deadline. If the
-// agent cannot be reached the error has code unreachableCode.
-func call[T any](ctx context.Context, p *Plugin, conf *NetConf, verb string, unreachableCode uint, rpc func(context.Context, apipb.CNIClient) (T, error)) (T, error) {
+// call runs one call of the agent's API under the config's deadline.
+func call[T any](ctx context.Context, p *Plugin, conf *NetConf, verb string, rpc func(context.Context) (T, error)) (T, error) {
 	var zero T
 	timeout := conf.Timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := client.Dial(ctx, conf.AgentSocket, timeout)
-	if err != nil {
-		p.log.Debug("agent not reachable", "verb", verb, "socket", conf.AgentSocket, "error", err)
-		return zero, unreachable(unreachableCode, conf.AgentSocket, err)
-	}
-	defer conn.Close()
-	reply, err := rpc(ctx, apipb.NewCNIClient(conn))
+	reply, err := rpc(ctx)
 	if err != nil {
 		p.log.Debug("agent call failed", "verb", verb, "error", err)
 		return zero, rpcError(verb, conf.AgentSocket, timeout, err)

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,9 +22,25 @@ import (
 	"github.com/calyx-net/calyx/cni/plugin"
 )
 
-func newPlugin() (*plugin.Plugin, *bytes.Buffer) {
+// testPlugin runs the verbs in-process against api, printing into out.
+type testPlugin struct {
+	p   *plugin.Plugin
+	out *bytes.Buffer
+}
+
+func (t testPlugin) Add(ctx context.Context, a *skel.CmdArgs) error { return t.p.Add(ctx, t.out, a) }
+func (t testPlugin) Del(ctx context.Context, a *skel.CmdArgs) error { return t.p.Del(ctx, t.out, a) }
+func (t testPlugin) Check(ctx context.Context, a *skel.CmdArgs) error {
+	return t.p.Check(ctx, t.out, a)
+}
+func (t testPlugin) GC(ctx context.Context, a *skel.CmdArgs) error { return t.p.GC(ctx, t.out, a) }
+func (t testPlugin) Status(ctx context.Context, a *skel.CmdArgs) error {
+	return t.p.Status(ctx, t.out, a)
+}
+
+func newPlugin(api plugin.API) (testPlugin, *bytes.Buffer) {
 	var out bytes.Buffer
-	return plugin.New(&out, slog.New(slog.NewTextHandler(io.Discard, nil))), &out
+	return testPlugin{p: plugin.New(api, slog.New(slog.NewTextHandler(io.Discard, nil))), out: &out}, &out
 }
 
 // netConf renders a network config for socket with extra top-level keys.
@@ -67,7 +80,7 @@ func cniCode(t *testing.T, err error) (uint, string) {
 
 func TestAddSendsInvocationAndPrintsResult(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, out := newPlugin()
+	p, out := newPlugin(agent)
 	stdin := netConf(t, "1.1.0", agent.Socket, map[string]any{
 		"mtu":           1450,
 		"capabilities":  map[string]bool{"labels": true},
@@ -128,7 +141,7 @@ func TestAddResultFollowsConfigVersion(t *testing.T) {
 	agent := agenttest.Start(t)
 	for i, v := range []string{"0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
-			p, out := newPlugin()
+			p, out := newPlugin(agent)
 			if err := p.Add(context.Background(), cmdArgs(fmt.Sprintf("v%d", i), netConf(t, v, agent.Socket, nil))); err != nil {
 				t.Fatal(err)
 			}
@@ -166,7 +179,7 @@ func TestAgentErrorsBecomeCNICodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			agent.FailNext("Add", tc.err)
-			p, out := newPlugin()
+			p, out := newPlugin(agent)
 			code, text := cniCode(t, p.Add(context.Background(), cmdArgs("c-err", stdin)))
 			if code != tc.wantCode || !strings.Contains(text, tc.wantText) {
 				t.Errorf("got code %d %q, want %d containing %q", code, text, tc.wantCode, tc.wantText)
@@ -181,7 +194,7 @@ func TestAgentErrorsBecomeCNICodes(t *testing.T) {
 func TestSlowAgentTimesOutWithTryAgain(t *testing.T) {
 	agent := agenttest.Start(t)
 	agent.SetDelay(5 * time.Second)
-	p, _ := newPlugin()
+	p, _ := newPlugin(agent)
 	start := time.Now()
 	err := p.Add(context.Background(), cmdArgs("slow", netConf(t, "1.1.0", agent.Socket, map[string]any{"timeoutSeconds": 0.3})))
 	code, text := cniCode(t, err)
@@ -193,52 +206,9 @@ func TestSlowAgentTimesOutWithTryAgain(t *testing.T) {
 	}
 }
 
-func TestAgentDown(t *testing.T) {
-	dir, err := os.MkdirTemp("", "calyxplg-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	missing := filepath.Join(dir, "agent.sock")
-
-	// A socket left by a dead agent refuses connections.
-	refusing := filepath.Join(dir, "dead.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: refusing, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SetUnlinkOnClose(false)
-	_ = l.Close()
-
-	p, _ := newPlugin()
-	ctx := context.Background()
-	for _, socket := range []string{missing, refusing} {
-		stdin := netConf(t, "1.1.0", socket, nil)
-		for verb, run := range map[string]func(*skel.CmdArgs) error{
-			"ADD":   func(a *skel.CmdArgs) error { return p.Add(ctx, a) },
-			"DEL":   func(a *skel.CmdArgs) error { return p.Del(ctx, a) },
-			"GC":    func(a *skel.CmdArgs) error { return p.GC(ctx, a) },
-			"CHECK": func(a *skel.CmdArgs) error { return p.Check(ctx, a) },
-		} {
-			args := cmdArgs("down", stdin)
-			if verb == "CHECK" {
-				args.StdinData = netConf(t, "1.1.0", socket, map[string]any{"prevResult": map[string]any{"cniVersion": "1.1.0"}})
-			}
-			code, text := cniCode(t, run(args))
-			if code != types.ErrTryAgainLater || !strings.Contains(text, "not reachable at "+socket) || !strings.Contains(text, "check that calyx-agent is running") {
-				t.Errorf("%s with %s: code %d %q, want 11 naming the socket", verb, filepath.Base(socket), code, text)
-			}
-		}
-		code, text := cniCode(t, p.Status(ctx, cmdArgs("", stdin)))
-		if code != types.ErrPluginNotAvailable || !strings.Contains(text, socket) {
-			t.Errorf("STATUS with %s: code %d %q, want 50", filepath.Base(socket), code, text)
-		}
-	}
-}
-
 func TestDelIsIdempotent(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, _ := newPlugin()
+	p, _ := newPlugin(agent)
 	ctx := context.Background()
 	stdin := netConf(t, "1.1.0", agent.Socket, nil)
 	if err := p.Add(ctx, cmdArgs("c1", stdin)); err != nil {
@@ -266,7 +236,7 @@ func TestDelIsIdempotent(t *testing.T) {
 
 func TestCheckPassesPrevResult(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, out := newPlugin()
+	p, out := newPlugin(agent)
 	ctx := context.Background()
 	for _, v := range []string{"0.4.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
@@ -308,7 +278,7 @@ func TestCheckPassesPrevResult(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, _ := newPlugin()
+	p, _ := newPlugin(agent)
 	ctx := context.Background()
 	stdin := netConf(t, "1.1.0", agent.Socket, nil)
 	if err := p.Status(ctx, cmdArgs("", stdin)); err != nil {
@@ -332,7 +302,7 @@ func TestStatus(t *testing.T) {
 
 func TestGCKeepsValidAttachments(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, _ := newPlugin()
+	p, _ := newPlugin(agent)
 	ctx := context.Background()
 	stdin := netConf(t, "1.1.0", agent.Socket, nil)
 	for _, id := range []string{"keep", "drop1", "drop2"} {
@@ -353,7 +323,7 @@ func TestGCKeepsValidAttachments(t *testing.T) {
 }
 
 func TestBadConfigAndArgs(t *testing.T) {
-	p, _ := newPlugin()
+	p, _ := newPlugin(nil)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
@@ -386,7 +356,7 @@ func TestBadConfigAndArgs(t *testing.T) {
 
 func TestUnusableAgentResultIsInternalError(t *testing.T) {
 	agent := agenttest.Start(t)
-	p, out := newPlugin()
+	p, out := newPlugin(agent)
 	for _, r := range []*apipb.Result{
 		{Ips: []*apipb.IPConfig{{Address: "10.0.0.1"}}},
 		{Ips: []*apipb.IPConfig{{Address: "10.0.0.1/32", Interface: new(int32(3))}}},

@@ -87,7 +87,15 @@ type peerCredTransport struct {
 }
 
 func (t peerCredTransport) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	cred, err := t.getCred(conn)
+	var (
+		cred PeerCred
+		err  error
+	)
+	if sc, ok := conn.(*sniffedConn); ok {
+		cred, err = sc.cred, sc.credErr // read by the Mux at accept
+	} else {
+		cred, err = t.getCred(conn)
+	}
 	// A failure is kept and reported per call (PermissionDenied), which
 	// tells the caller more than a dropped connection would.
 	return conn, AuthInfo{
@@ -150,11 +158,8 @@ func authorize(ctx context.Context, allowed []uint32) error {
 	if !ok {
 		return status.Error(codes.PermissionDenied, "calyx agent: caller not identified by unix peer credentials")
 	}
-	if ai.Err != nil {
-		return status.Errorf(codes.PermissionDenied, "calyx agent: cannot identify caller: %v", ai.Err)
-	}
-	if !slices.Contains(allowed, ai.Peer.UID) {
-		return status.Errorf(codes.PermissionDenied, "calyx agent: uid %d (pid %d) may not call the agent; allowed uids: %v", ai.Peer.UID, ai.Peer.PID, allowed)
+	if err := authorizeCred(ai.Peer, ai.Err, allowed); err != nil {
+		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	return nil
 }
