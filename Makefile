@@ -8,9 +8,9 @@ PKGS      := ./...
 TEST_FLAGS ?= -count=1 -timeout 12m
 # Seconds each fuzz target runs inside `make test`; `make fuzz` runs longer.
 FUZZTIME  ?= 5s
-DEB_PKGS  := iproute2 iputils-ping iptables ipset bird2 etcd-server iperf3 containernetworking-plugins conntrack
+DEB_PKGS  := iproute2 iputils-ping iptables ipset bird2 frr etcd-server iperf3 containernetworking-plugins conntrack
 # Commands the Debian packages above provide (checked before calling apt).
-DEB_CMDS  := ip ping iptables ipset bird birdc etcd iperf3 conntrack
+DEB_CMDS  := ip ping iptables ipset bird birdc vtysh etcd iperf3 conntrack
 # The real Kubernetes API server for the Kubernetes suites, built from its own
 # module (tools/kube-apiserver) once per version into a cache outside bin/, so
 # that `make clean` does not cost a ten-minute rebuild.
