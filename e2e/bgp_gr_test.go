@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,6 +64,8 @@ func testRestartKeepsRoutes(ctx context.Context, t *testing.T, l *lab.Lab) {
 	bird := pollBird(ctx, l, blk.CIDR, h1.IP)
 
 	logFrom := fileSize(h1.AgentLog)
+	birdLog := filepath.Join(l.Dir(), "logs", "bird.log")
+	birdFrom := fileSize(birdLog)
 	start := time.Now()
 	if err := l.RestartAgent(ctx, h1.Name); err != nil {
 		t.Fatal(err)
@@ -79,6 +82,23 @@ func testRestartKeepsRoutes(ctx context.Context, t *testing.T, l *lab.Lab) {
 		synced = at.Sub(start)
 		return nil
 	})
+	// No NOTIFICATION reached the ToR: a Cease would have made it drop
+	// host1's routes at once (RFC 4724). BIRD logs every NOTIFICATION it
+	// receives ("host1: Received: ...").
+	var birdSaw []string
+	if data, err := os.ReadFile(birdLog); err == nil && int64(len(data)) >= birdFrom {
+		for _, line := range strings.Split(string(data[birdFrom:]), "\n") {
+			if strings.Contains(line, h1.Name+":") {
+				birdSaw = append(birdSaw, strings.TrimSpace(line))
+			}
+			if strings.Contains(line, h1.Name+": Received:") {
+				t.Errorf("the ToR received a NOTIFICATION during host1's graceful restart: %s", strings.TrimSpace(line))
+			}
+		}
+	} else {
+		t.Errorf("reading BIRD's log %s: %v", birdLog, err)
+	}
+	t.Logf("BIRD's log about host1 during the restart: %q", birdSaw)
 	// A stale route not announced again would be dropped at our End-of-RIB:
 	// watch a little longer.
 	time.Sleep(time.Second)
