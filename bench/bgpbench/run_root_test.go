@@ -39,7 +39,8 @@ func TestRunSmallLab(t *testing.T) {
 		if f.Name != want[i] {
 			t.Errorf("figure %d is %s, want %s", i, f.Name, want[i])
 		}
-		if f.Peer <= 0 || f.Notes == "" {
+		// BIRD's CPU for 1000 prefixes is below the clock tick (10 ms).
+		if (f.Peer <= 0 && f.Name != "bgp_100k_agent_cpu_s") || f.Notes == "" {
 			t.Errorf("%s: peer %v, notes %q: not measured", f.Name, f.Peer, f.Notes)
 		}
 	}
