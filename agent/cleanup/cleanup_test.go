@@ -2,8 +2,6 @@ package cleanup
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/calyx-net/calyx/datastore"
+	"github.com/calyx-net/calyx/internal/netnstest"
 	"github.com/calyx-net/calyx/policy"
 )
 
@@ -111,9 +110,9 @@ func testCleanupOnlyOurs(t *testing.T, bin, backend string) {
 	// dataplane (IPv4 and IPv6), a chain in mangle, routes of both of our
 	// protocols in two tables, a workload veth whose other end is in the
 	// workload's namespace.
-	ns.sh(t, "ip", "link", "add", "cx0123456789a", "type", "veth", "peer", "name", "eth0", "netns", wl.name)
+	ns.sh(t, "ip", "link", "add", "cx0123456789a", "type", "veth", "peer", "name", "eth0", "netns", wl.Name)
 	ns.sh(t, "ip", "link", "set", "cx0123456789a", "up")
-	dp, err := policy.New(policy.Config{NodeName: "node-a", IPv6: true, Backend: policy.Backend(backend), CommandPrefix: []string{"ip", "netns", "exec", ns.name}}, nil)
+	dp, err := policy.New(policy.Config{NodeName: "node-a", IPv6: true, Backend: policy.Backend(backend), CommandPrefix: []string{"ip", "netns", "exec", ns.Name}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +270,12 @@ func diff(want, got string) string {
 	return strings.Join(out, "\n")
 }
 
-type testNS struct{ name, backend string }
+// testNS is a throw-away namespace and the iptables backend the test
+// plants with.
+type testNS struct {
+	netnstest.NS
+	backend string
+}
 
 // iptables names the iptables and ip6tables of the namespace's backend.
 func (n testNS) iptables() []string {
@@ -280,10 +284,8 @@ func (n testNS) iptables() []string {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "ipset"} {
+	netnstest.RequireRoot(t)
+	for _, tool := range []string{"iptables", "ip6tables", "ipset"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s", tool)
 		}
@@ -292,36 +294,20 @@ func requireRoot(t *testing.T) {
 
 func newNS(t *testing.T, tag string) testNS {
 	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	n := testNS{name: "cleanup-" + tag + "-" + hex.EncodeToString(b)}
-	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		// ipsets live in the namespace and go with it.
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
-	})
-	n.sh(t, "ip", "link", "set", "lo", "up")
-	return n
+	// ipsets live in the namespace and go with it.
+	return testNS{NS: netnstest.New(t, "cleanup-"+tag)}
 }
 
 func (n testNS) sh(t *testing.T, argv ...string) string {
 	t.Helper()
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, argv...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("in %s: %s: %v: %s", n.name, strings.Join(argv, " "), err, out)
-	}
-	return string(out)
+	return n.MustRun(t, argv...)
 }
 
 // agent runs the calyx-agent binary in the namespace and checks its exit
 // status; it returns stdout and stderr together.
 func (n testNS) agent(t *testing.T, bin string, wantCode int, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name, bin}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, bin}, args...)...)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

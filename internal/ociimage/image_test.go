@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/internal/netnstest"
 )
 
 const (
@@ -301,9 +302,21 @@ func checkSkopeo(t *testing.T, path, digest string) {
 		t.Errorf("skopeo inspect --config: %s", out)
 	}
 	// A copy verifies every blob against its digest.
-	dir := t.TempDir()
-	if out, err := exec.Command("skopeo", "copy", "--quiet", "oci-archive:"+path, "dir:"+dir).CombinedOutput(); err != nil {
-		t.Errorf("skopeo copy: %v: %s", err, out)
+	if out, err := exec.Command("skopeo", "copy", "--quiet", "oci-archive:"+path, "dir:"+t.TempDir()).CombinedOutput(); err != nil {
+		t.Errorf("skopeo copy oci-archive: %v: %s", err, out)
+	}
+	// The same file read the way docker load reads it (manifest.json),
+	// named by its RepoTag.
+	out, err = exec.Command("skopeo", "inspect", "docker-archive:"+path+":"+Repository+":"+testVersion).Output()
+	if err != nil {
+		t.Fatalf("skopeo inspect docker-archive: %v", err)
+	}
+	info.Labels = nil
+	if err := json.Unmarshal(out, &info); err != nil || info.Labels["org.opencontainers.image.revision"] != testCommit {
+		t.Errorf("skopeo inspect docker-archive: %v %s", err, out)
+	}
+	if out, err := exec.Command("skopeo", "copy", "--quiet", "docker-archive:"+path, "dir:"+t.TempDir()).CombinedOutput(); err != nil {
+		t.Errorf("skopeo copy docker-archive: %v: %s", err, out)
 	}
 }
 
@@ -328,11 +341,7 @@ func checkToolsInNetns(t *testing.T, root, ctlVersion string) {
 	if out := run("chroot", root, "/usr/local/bin/calyx-agent", "--version"); !strings.HasPrefix(out, "calyx-agent ") {
 		t.Errorf("calyx-agent --version in the image: %s", out)
 	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "image-" + hex.EncodeToString(b)
-	run("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ns := netnstest.New(t, "image").Name
 	in := func(argv ...string) string {
 		t.Helper()
 		return run(append([]string{"ip", "netns", "exec", ns, "chroot", root}, argv...)...)
