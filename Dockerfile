@@ -20,10 +20,11 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 ARG COMMIT=unknown
-# Static binaries: no libc of the build stage leaks into the image.
+# Static binaries (no libc of the build stage leaks into the image),
+# without debug information, as make image builds them.
 RUN CGO_ENABLED=0 go build \
-      -ldflags "-X github.com/calyx-net/calyx/internal/version.Version=${VERSION} -X github.com/calyx-net/calyx/internal/version.Commit=${COMMIT}" \
-      -o /out/bin/ ./cmd/calyx-agent ./cmd/calyx ./cmd/calyxctl \
+      -ldflags "-s -w -X github.com/calyx-net/calyx/internal/version.Version=${VERSION} -X github.com/calyx-net/calyx/internal/version.Commit=${COMMIT}" \
+      -o /out/bin/ ./cmd/calyx-agent ./cmd/calyx ./cmd/calyxctl ./cmd/calyx-kube-controllers \
  && go run ./internal/ociimage/mkimage --bin /out/bin --rootfs /out/rootfs
 
 FROM scratch
@@ -31,7 +32,7 @@ COPY --from=build /out/rootfs/ /
 ARG VERSION=dev
 ARG COMMIT=unknown
 LABEL org.opencontainers.image.title="calyx" \
-      org.opencontainers.image.description="Calyx: pure-L3 container networking — calyx-agent, the calyx CNI plugin and calyxctl" \
+      org.opencontainers.image.description="Calyx: pure-L3 container networking — calyx-agent, the calyx CNI plugin, calyxctl and calyx-kube-controllers" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${COMMIT}" \
       org.opencontainers.image.source="https://github.com/calyx-net/calyx" \

@@ -36,13 +36,19 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
-# The container image, built offline (no engine, no registry) from the static
-# binaries: an OCI archive that skopeo, docker load and ctr import take.
-# The commit's time as creation time makes the digest reproducible.
-IMAGE   := $(BIN)/calyx-image.tar
+# The container image, built offline (no engine, no registry): an OCI archive
+# that skopeo, docker load and ctr import take. Its binaries are those of
+# `make build` (same version stamp, static) without debug information
+# (-s -w: 52 MiB instead of 93); the commit's time as creation time makes
+# the digest reproducible.
+IMAGE     := $(BIN)/calyx-image.tar
+IMAGE_BIN := $(BIN)/image
+IMAGE_CMDS := ./cmd/calyx-agent ./cmd/calyx ./cmd/calyxctl ./cmd/calyx-kube-controllers
 CREATED ?= $(shell git -C $(CURDIR) log -1 --format=%ct 2>/dev/null)
-image: build
-	$(GO) run ./internal/ociimage/mkimage --bin $(BIN) --version $(VERSION) --commit $(COMMIT) \
+image:
+	@mkdir -p $(IMAGE_BIN)
+	CGO_ENABLED=0 $(GO) build -ldflags "-s -w $(LDFLAGS)" -o $(IMAGE_BIN)/ $(IMAGE_CMDS)
+	$(GO) run ./internal/ociimage/mkimage --bin $(IMAGE_BIN) --version $(VERSION) --commit $(COMMIT) \
 		--created "$(CREATED)" --out $(IMAGE)
 
 # deps installs missing Debian packages; quiet and quick when all is there.

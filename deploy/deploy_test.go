@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/calyx-net/calyx/agent"
 	"github.com/calyx-net/calyx/cni/install"
 	"github.com/calyx-net/calyx/cni/plugin"
+	"github.com/calyx-net/calyx/internal/ociimage"
 )
 
 func noEnv(string) string { return "" }
@@ -154,25 +156,56 @@ func TestManifestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "ghcr.io/calyx-net/calyx:" + strings.TrimSpace(string(v))
-	spec := dig(t, find(t, manifests(t), "DaemonSet"), "spec", "template", "spec").(map[string]any)
-	var all []any
-	for _, k := range []string{"initContainers", "containers"} {
-		if cs, ok := spec[k].([]any); ok {
-			all = append(all, cs...)
+	want := ociimage.Repository + ":" + strings.TrimSpace(string(v))
+	seen := 0
+	for _, file := range []string{"kubernetes/calyx.yaml", "kubernetes/calyx-kube-controllers.yaml"} {
+		for _, doc := range manifestFile(t, file) {
+			spec, ok := digOK(doc, "spec", "template", "spec").(map[string]any)
+			if !ok {
+				continue
+			}
+			var all []any
+			for _, k := range []string{"initContainers", "containers"} {
+				if cs, ok := spec[k].([]any); ok {
+					all = append(all, cs...)
+				}
+			}
+			for _, c := range all {
+				c := c.(map[string]any)
+				seen++
+				if c["image"] != want {
+					t.Errorf("%s: container %s runs %v, want %s", file, c["name"], c["image"], want)
+				}
+				// Whatever it runs is in the image.
+				cmd, _ := c["command"].([]any)
+				if len(cmd) == 0 || !slices.Contains(ociimage.Binaries, strings.TrimPrefix(cmd[0].(string), ociimage.BinDir+"/")) {
+					t.Errorf("%s: container %s runs %v, which is not one of the image's %s/%v", file, c["name"], cmd, ociimage.BinDir, ociimage.Binaries)
+				}
+				// The image's default user is 65532: the agent and
+				// install-cni ask for root, the controllers need none.
+				root := c["name"] == "calyx-agent" || c["name"] == "install-cni"
+				if uid := digOK(c, "securityContext", "runAsUser"); root && uid != float64(0) {
+					t.Errorf("%s: container %s does not ask for runAsUser: 0", file, c["name"])
+				}
+			}
 		}
 	}
-	for _, c := range all {
-		c := c.(map[string]any)
-		if c["image"] != want {
-			t.Errorf("container %s runs %v, want %s", c["name"], c["image"], want)
-		}
-		// The image's default user is 65532; the agent and install-cni
-		// need root.
-		if dig(t, c, "securityContext", "runAsUser") != float64(0) {
-			t.Errorf("container %s does not ask for runAsUser: 0", c["name"])
-		}
+	if seen < 3 {
+		t.Errorf("only %d containers found in the manifests", seen)
 	}
+}
+
+// digOK is dig without failing: nil when the path is not there.
+func digOK(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
 }
 
 // installCNIOptions parses the DaemonSet's init container as install-cni
@@ -220,7 +253,12 @@ func checkNotifyUnit(t *testing.T, unit string) {
 
 func manifests(t *testing.T) []map[string]any {
 	t.Helper()
-	b, err := os.ReadFile("kubernetes/calyx.yaml")
+	return manifestFile(t, "kubernetes/calyx.yaml")
+}
+
+func manifestFile(t *testing.T, file string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +266,7 @@ func manifests(t *testing.T) []map[string]any {
 	for _, d := range strings.Split(string(b), "\n---\n") {
 		var m map[string]any
 		if err := yaml.UnmarshalStrict([]byte(d), &m); err != nil {
-			t.Fatalf("kubernetes/calyx.yaml: %v", err)
+			t.Fatalf("%s: %v", file, err)
 		}
 		if m != nil {
 			docs = append(docs, m)

@@ -40,8 +40,9 @@ const (
 	Path = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
-// Binaries are the programs of the image, in /usr/local/bin.
-var Binaries = []string{"calyx-agent", "calyx", "calyxctl"}
+// Binaries are the programs of the image, in /usr/local/bin: the agent
+// DaemonSet and the controllers Deployment run the same image.
+var Binaries = []string{"calyx-agent", "calyx", "calyxctl", "calyx-kube-controllers"}
 
 // Options describe one build.
 type Options struct {
@@ -169,7 +170,7 @@ func staticArch(p string) (string, error) {
 func (o *Options) Labels(tools Added) map[string]string {
 	l := map[string]string{
 		"org.opencontainers.image.title":         "calyx",
-		"org.opencontainers.image.description":   "Calyx: pure-L3 container networking — calyx-agent, the calyx CNI plugin and calyxctl",
+		"org.opencontainers.image.description":   "Calyx: pure-L3 container networking — calyx-agent, the calyx CNI plugin, calyxctl and calyx-kube-controllers",
 		"org.opencontainers.image.version":       o.Version,
 		"org.opencontainers.image.revision":      o.Commit,
 		"org.opencontainers.image.source":        Source,
