@@ -129,7 +129,7 @@ func partStall(resync time.Duration) time.Duration { return 2*resync + time.Minu
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) error {
 	a := &Agent{
 		cfg: cfg, log: log, node: cfg.NodeName, startedAt: time.Now(),
-		state: newClusterState(), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{},
+		state: newClusterState(cfg.NodeName), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{},
 		learnedPaths: map[netip.Prefix][]netip.Addr{},
 		synced:       make(chan struct{}), kick: make(chan struct{}, 1),
 	}

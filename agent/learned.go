@@ -33,6 +33,10 @@ type learnedSync struct {
 	// copies what it is given, and only the dataplane loop hands over.
 	routes  []routes.Route
 	deletes []netip.Prefix
+	// window, while a read of the RIB is under way (beginRIBRead), holds
+	// every prefix the subscription delivered meanwhile: for those the
+	// subscription is newer than the read, or as new.
+	window map[netip.Prefix]struct{}
 	// wake tells the dataplane loop that learned prefixes changed, apart
 	// from its general kick: such a change needs none of the rest of a
 	// recompute, whose cost would otherwise be paid per BGP batch.
@@ -62,6 +66,9 @@ func (s *learnedSync) forget() { s.synced = false }
 // prefixes whose next hops really changed.
 func (s *learnedSync) mergeLearned(paths map[netip.Prefix][]netip.Addr, u bgp.LearnedUpdate) {
 	for p, hops := range u.Routes {
+		if s.window != nil {
+			s.window[p] = struct{}{}
+		}
 		old, had := paths[p]
 		switch {
 		case len(hops) == 0:
@@ -77,6 +84,34 @@ func (s *learnedSync) mergeLearned(paths map[netip.Prefix][]netip.Addr, u bgp.Le
 		s.mark(p)
 	}
 }
+
+// beginRIBRead starts recording what the subscription delivers while the
+// caller reads the RIB outside the lock (Speaker.Learned).
+func (s *learnedSync) beginRIBRead() { s.window = map[netip.Prefix]struct{}{} }
+
+// endRIBRead makes rib, read since beginRIBRead, the learned paths: the
+// prefixes the subscription delivered meanwhile keep the subscription's
+// paths. The read comes from a watch of its own, with no order against the
+// subscription's: a change delivered during the read may be missing from
+// it, and the subscription, which sends changes only, would never send it
+// again, leaving the route out of the kernel until the next reconcile.
+// Whatever the read has that the subscription has not delivered yet is
+// still on its way through the subscription. It reports whether anything
+// differed.
+func (s *learnedSync) endRIBRead(paths, rib map[netip.Prefix][]netip.Addr) bool {
+	for p := range s.window {
+		if hops, ok := paths[p]; ok {
+			rib[p] = hops
+		} else {
+			delete(rib, p)
+		}
+	}
+	s.window = nil
+	return s.replaceLearned(paths, rib)
+}
+
+// abortRIBRead ends a read that failed.
+func (s *learnedSync) abortRIBRead() { s.window = nil }
 
 // replaceLearned marks every prefix whose paths differ between old and
 // next (a reconcile against the RIB) and reports whether any did.

@@ -210,3 +210,36 @@ func TestLearnedChangeOfOnePrefixWritesOneRoute(t *testing.T) {
 		t.Fatalf("kernel route: %q (%v), want via 198.18.0.3", out, err)
 	}
 }
+
+// A RIB read races the subscription: what the subscription delivered
+// while the read ran stays as the subscription said, since it will never
+// send it again (the read came from a watch of its own, and may be older).
+func TestLearnedSyncRIBReadKeepsWhatArrivedMeanwhile(t *testing.T) {
+	var s learnedSync
+	paths := map[netip.Prefix][]netip.Addr{pfx("10.244.1.0/26"): {addr("198.18.0.2")}, pfx("10.244.3.0/26"): {addr("198.18.0.4")}}
+	s.handover(paths, nil, nil, selfAddrs)
+
+	s.beginRIBRead()
+	// Delivered during the read: a new block, and a withdrawal.
+	s.mergeLearned(paths, update("10.244.2.0/26", []string{"198.18.0.3"}, "10.244.3.0/26", []string{}))
+	// The read saw neither.
+	rib := map[netip.Prefix][]netip.Addr{pfx("10.244.1.0/26"): {addr("198.18.0.2")}, pfx("10.244.3.0/26"): {addr("198.18.0.4")}}
+	s.endRIBRead(paths, rib)
+	if _, ok := rib[pfx("10.244.2.0/26")]; !ok {
+		t.Error("a block delivered during the RIB read was lost")
+	}
+	if _, ok := rib[pfx("10.244.3.0/26")]; ok {
+		t.Error("a withdrawal delivered during the RIB read was undone")
+	}
+	if len(rib) != 2 {
+		t.Errorf("after the read: %v", rib)
+	}
+	// Outside a read nothing is recorded, and a read that the subscription
+	// did not overtake is taken as it is.
+	s.mergeLearned(rib, update("10.244.4.0/26", []string{"198.18.0.5"}))
+	s.beginRIBRead()
+	fresh := map[netip.Prefix][]netip.Addr{pfx("10.244.9.0/26"): {addr("198.18.0.9")}}
+	if !s.endRIBRead(rib, fresh) || len(fresh) != 1 {
+		t.Errorf("a read with nothing delivered meanwhile: %v", fresh)
+	}
+}

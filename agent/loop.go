@@ -318,15 +318,13 @@ func (a *Agent) onLearned(u bgp.LearnedUpdate) {
 // may still be on their way through it, and sweeping those would delete
 // live routes for a moment.
 func (a *Agent) sweepKeptLearned(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	paths, err := a.speaker.Learned(rctx)
-	cancel()
+	paths, err := a.readRIB(ctx)
 	if err != nil {
 		a.log.Warn("reading the BGP RIB for the sweep; using the routes delivered so far", "err", err)
 	}
 	a.mu.Lock()
 	if err == nil {
-		a.learnedSync.replaceLearned(a.learnedPaths, paths)
+		a.learnedSync.endRIBRead(a.learnedPaths, paths)
 		a.learnedPaths = paths
 	}
 	stale := 0
@@ -340,6 +338,24 @@ func (a *Agent) sweepKeptLearned(ctx context.Context) {
 	a.mu.Unlock()
 	a.recompute(ctx)
 	a.log.Info("BGP initial sync done: routes not learned again are swept", "stale", stale)
+}
+
+// readRIB reads the speaker's best paths, recording what the subscription
+// delivers meanwhile (see learnedSync.endRIBRead); on success the caller
+// ends the read with endRIBRead under a.mu.
+func (a *Agent) readRIB(ctx context.Context) (map[netip.Prefix][]netip.Addr, error) {
+	a.mu.Lock()
+	a.learnedSync.beginRIBRead()
+	a.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	paths, err := a.speaker.Learned(rctx)
+	if err != nil {
+		a.mu.Lock()
+		a.learnedSync.abortRIBRead()
+		a.mu.Unlock()
+	}
+	return paths, err
 }
 
 // handOverLearned gives the learned-route table the routes of the prefixes
@@ -367,15 +383,13 @@ func (a *Agent) reconcileLearned(ctx context.Context) {
 	if !started {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	paths, err := a.speaker.Learned(rctx)
+	paths, err := a.readRIB(ctx)
 	if err != nil {
 		a.log.Warn("reading the BGP RIB for reconcile", "err", err)
 		return
 	}
 	a.mu.Lock()
-	changed := a.learnedSync.replaceLearned(a.learnedPaths, paths)
+	changed := a.learnedSync.endRIBRead(a.learnedPaths, paths)
 	a.learnedPaths = paths
 	// Hand the whole set over now and then, so that no slip of the
 	// incremental bookkeeping can outlive a reconcile.

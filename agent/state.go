@@ -11,6 +11,8 @@ import (
 // it: the syncer's callback writes it; the dataplane loop, the CNI
 // handlers and the status RPCs read it.
 type clusterState struct {
+	// node is this agent's node: only what concerns it needs a recompute.
+	node       string
 	bgpConfig  *datastore.BGPConfig
 	ipamConfig *datastore.IPAMConfig
 	nodes      map[string]*datastore.Node
@@ -23,8 +25,9 @@ type clusterState struct {
 	inSync     bool
 }
 
-func newClusterState() *clusterState {
+func newClusterState(node string) *clusterState {
 	return &clusterState{
+		node:      node,
 		nodes:     map[string]*datastore.Node{},
 		peers:     map[string]*datastore.BGPPeer{},
 		filters:   map[string]*datastore.BGPFilter{},
@@ -40,7 +43,7 @@ func newClusterState() *clusterState {
 type changes struct {
 	bgp       bool // nodes, peers, BGP config: the peer set
 	blocks    bool // IPAM blocks: blackholes and advertisements
-	endpoints bool // workload endpoints: routes, policy, advertisements
+	endpoints bool // this node's workload endpoints: routes, advertisements
 	policy    bool // policies and pools: policy dataplane
 	inSync    bool // the syncer reached (or re-reached) in-sync
 }
@@ -80,14 +83,43 @@ func (s *clusterState) apply(ev datastore.Event, ch *changes) {
 		ch.bgp = true    // import safety
 	case *datastore.WorkloadEndpoint:
 		setOrDelete(s.endpoints, v.Metadata.Name, v, deleted)
-		ch.endpoints = true
+		// Another node's endpoint changes nothing of this node's routes
+		// or advertisements (its route comes over BGP); it feeds policy
+		// alone, whose loop has its own wake-up. In a cluster of N nodes
+		// every change reaches every agent: recomputing for each would
+		// cost N recomputes per CNI ADD.
+		if v.Spec.Node == s.node {
+			ch.endpoints = true
+		}
+	case *ipam.Block:
+		setOrDelete(s.blocks, v.Prefix, v, deleted)
+		// Only the node's own blocks (blackholes, advertisements) and the
+		// addresses it borrowed from others' (advertised as /32s) matter;
+		// another node allocating in its own block does not.
+		if s.concerns(v) || (ev.Type == datastore.EventUpdate && s.concerns(ev.Prev)) {
+			ch.blocks = true
+		}
 	case *datastore.Policy:
 		setOrDelete(s.policies, v.Metadata.Name, v, deleted)
 		ch.policy = true
-	case *ipam.Block:
-		setOrDelete(s.blocks, v.Prefix, v, deleted)
-		ch.blocks = true
 	}
+}
+
+// concerns reports whether a block is this node's or lends it addresses.
+func (s *clusterState) concerns(v any) bool {
+	b, ok := v.(*ipam.Block)
+	if !ok || b == nil {
+		return false
+	}
+	if b.Affinity == s.node {
+		return true
+	}
+	for _, a := range b.Allocations {
+		if a.Borrowed && a.Node == s.node {
+			return true
+		}
+	}
+	return false
 }
 
 func pick[T any](deleted bool, v *T) *T {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // WaitRoutes waits until every host's kernel holds a route learned over
@@ -58,23 +60,48 @@ func (l *Lab) checkRoutes(ctx context.Context) error {
 }
 
 // learnedPrefixes lists the destinations of the namespace's protocol 202
-// routes, both families.
-func learnedPrefixes(ctx context.Context, netns string) ([]netip.Prefix, error) {
+// routes, both families, read with netlink from inside it (no process per
+// poll: a 50-host lab polls 50 namespaces several times a second).
+func learnedPrefixes(_ context.Context, ns string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, fam := range []string{"-4", "-6"} {
-		text, err := run(ctx, "ip", "-n", netns, "-o", fam, "route", "show", "proto", "202")
+	err := inNamespace(ns, func() error {
+		h, err := netlink.NewHandle()
 		if err != nil {
-			return nil, fmt.Errorf("routes of %s: %w", netns, err)
+			return err
 		}
-		for _, line := range strings.Split(text, "\n") {
-			if f := strings.Fields(line); len(f) > 0 {
-				if p, ok := parseRouteDst(f[0]); ok {
+		defer h.Close()
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			rs, err := h.RouteListFiltered(fam, &netlink.Route{Protocol: learnedProto}, netlink.RT_FILTER_PROTOCOL)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.Dst == nil {
+					continue
+				}
+				if p, ok := netipx(r.Dst); ok {
 					out = append(out, p)
 				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("routes of %s: %w", ns, err)
 	}
 	return out, nil
+}
+
+// learnedProto is the protocol of the routes the agents learn over BGP.
+const learnedProto = 202
+
+func netipx(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
 // parseRouteDst reads the destination of an `ip route` line: a prefix, or

@@ -32,6 +32,7 @@ type Lab struct {
 	// children are the processes this Lab started, reaped when they exit
 	// so that none lingers as a zombie of a long-running test binary.
 	children map[int]*exec.Cmd
+	steps    []StepReport // Up's, guarded by mu
 
 	dsMu       sync.Mutex
 	ds         *datastore.Client
@@ -107,11 +108,13 @@ func (l *Lab) build(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("interrupted before %s: %w", what, err)
 		}
-		start := time.Now()
+		start, cpu := time.Now(), l.sampleCPU()
 		if err := fn(); err != nil {
 			return err
 		}
-		l.log.Info(what, "took", time.Since(start).Round(time.Millisecond))
+		r := StepReport{Step: what, Took: time.Since(start), CPU: l.sampleCPU().since(cpu)}
+		l.steps = append(l.steps, r)
+		l.log.Info(what, "took", r.Took.Round(time.Millisecond), "cpu_s", fmtCPU(r.CPU))
 		if testHookAfterStep != nil {
 			testHookAfterStep(what)
 		}
@@ -192,14 +195,13 @@ func (l *Lab) startAgents(ctx context.Context) error {
 }
 
 func (l *Lab) addInitialWorkloads(ctx context.Context) error {
+	var specs []workloadSpec
 	for i := 1; i <= l.opts.Hosts; i++ {
 		for w := 1; w <= l.opts.Workloads; w++ {
-			if _, err := l.addWorkload(ctx, defaultWorkloadName(i, w), HostName(i), defaultWorkloadLabels(w)); err != nil {
-				return err
-			}
+			specs = append(specs, workloadSpec{defaultWorkloadName(i, w), HostName(i), defaultWorkloadLabels(w)})
 		}
 	}
-	return nil
+	return l.addWorkloads(ctx, specs)
 }
 
 // Open attaches to the lab in dir that an earlier process made.
