@@ -23,6 +23,7 @@ func TestRunSmallLab(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
+	before := benchNamespaces(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -49,15 +50,29 @@ func TestRunSmallLab(t *testing.T) {
 			t.Errorf("%s: calyx %v: not measured", f.Name, f.Calyx)
 		}
 	}
+	// Only namespaces this run made count: another lab on the machine (or
+	// one a killed run left) has a prefix of its own.
+	for name := range benchNamespaces(t) {
+		if !before[name] {
+			t.Errorf("namespace %s left behind", name)
+		}
+	}
+}
+
+// benchNamespaces is the set of named namespaces the benchmark would make.
+func benchNamespaces(t *testing.T) map[string]bool {
+	t.Helper()
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
+	names := map[string]bool{}
 	for _, e := range entries {
-		if strings.Contains(e.Name(), "bb-") {
-			t.Errorf("namespace %s left behind", e.Name())
+		if strings.HasPrefix(e.Name(), "cxl") {
+			names[e.Name()] = true
 		}
 	}
+	return names
 }
 
 // testWriter sends log lines to t.Log.
