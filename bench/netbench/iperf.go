@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -34,10 +35,11 @@ type iperfReport struct {
 	Error string `json:"error"`
 }
 
-// iperf runs one single-stream TCP test: `iperf3 -s -1` in server's
-// namespace, the client in client's, toward dst, for secs seconds.
-func iperf(ctx context.Context, l *lab.Lab, server, client, dst string, secs int) (stream, error) {
-	srv, err := l.Command(ctx, server, "iperf3", "-s", "-1", "-p", iperfPort)
+// iperf runs one TCP test of streams parallel streams: `iperf3 -s -1` in
+// server's namespace, the client in client's, toward dst, for secs seconds.
+// A target "netns:NAME" is a namespace outside the lab (see command).
+func iperf(ctx context.Context, l *lab.Lab, server, client, dst string, secs, streams int) (stream, error) {
+	srv, err := command(ctx, l, server, "iperf3", "-s", "-1", "-p", iperfPort)
 	if err != nil {
 		return stream{}, err
 	}
@@ -62,7 +64,7 @@ func iperf(ctx context.Context, l *lab.Lab, server, client, dst string, secs int
 		_ = srv.Process.Kill()
 		return stream{}, fmt.Errorf("iperf3 server in %s: %w: %s", server, err, strings.TrimSpace(srvOut.String()))
 	}
-	cl, err := l.Command(ctx, client, "iperf3", "-c", dst, "-p", iperfPort, "-t", strconv.Itoa(secs), "-J")
+	cl, err := command(ctx, l, client, "iperf3", "-c", dst, "-p", iperfPort, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J")
 	if err != nil {
 		_ = srv.Process.Kill()
 		return stream{}, err
@@ -93,8 +95,12 @@ func iperf(ctx context.Context, l *lab.Lab, server, client, dst string, secs int
 func waitListening(ctx context.Context, l *lab.Lab, server string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := l.ExecContext(ctx, server, "ss", "-Hltn", "sport = :"+iperfPort)
-		if err == nil && strings.TrimSpace(out) != "" {
+		c, err := command(ctx, l, server, "ss", "-Hltn", "sport = :"+iperfPort)
+		if err != nil {
+			return err
+		}
+		out, err := c.Output()
+		if err == nil && strings.TrimSpace(string(out)) != "" {
 			return nil
 		}
 		select {
@@ -108,4 +114,13 @@ func waitListening(ctx context.Context, l *lab.Lab, server string, exited <-chan
 			return errors.New("not listening on port " + iperfPort + " after 10 s")
 		}
 	}
+}
+
+// command is l.Command for a lab target, or `ip netns exec NAME` for a
+// target "netns:NAME" (a namespace this benchmark made beside the lab).
+func command(ctx context.Context, l *lab.Lab, target string, argv ...string) (*exec.Cmd, error) {
+	if ns, ok := strings.CutPrefix(target, "netns:"); ok {
+		return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...), nil
+	}
+	return l.Command(ctx, target, argv...)
 }

@@ -1,7 +1,8 @@
 // Package netbench measures the Calyx dataplane between hosts: TCP
 // throughput from a workload on one host to a workload on another (routed
 // over BGP-learned routes, through the policy chains) beside host-to-host
-// over the same fabric, and how soon a new workload answers a ping from
+// over the same fabric (one stream and eight) and beside a VXLAN overlay
+// between the same hosts (vxlan.go), and how soon a new workload answers a ping from
 // another host once its CNI ADD returned. `make bench` calls Run (suite
 // "net").
 //
@@ -12,6 +13,7 @@ package netbench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -42,13 +44,22 @@ func Run(ctx context.Context, quick bool, log *slog.Logger) ([]bench.Figure, err
 	if quick {
 		sz = quickSizes
 	}
-	return benchkit.RunInLab(ctx, "net", log, lab.Options{Hosts: 2, Workloads: 1}, func(l *lab.Lab, work string, log *slog.Logger) ([]bench.Figure, error) {
+	return benchkit.RunInLab(ctx, "net", log, lab.Options{Hosts: 2, Workloads: 1}, func(l *lab.Lab, work string, log *slog.Logger) (figs []bench.Figure, err error) {
 		b, err := prepare(ctx, l, log)
 		if err != nil {
 			return nil, err
 		}
 		defer b.close()
-		tcp, err := b.throughput(ctx, sz)
+		vx, err := newVXLANOverlay(ctx, l, b.h1, b.h2)
+		defer func() {
+			if cerr := vx.close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("removing the VXLAN peer: %w", cerr))
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+		tcp, err := b.throughput(ctx, sz, vx)
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +67,7 @@ func Run(ctx context.Context, quick bool, log *slog.Logger) ([]bench.Figure, err
 		if err != nil {
 			return nil, err
 		}
-		return []bench.Figure{tcp, fp}, nil
+		return append(tcp, fp), nil
 	})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/calyx-net/calyx/bench/bgpbench"
 	"github.com/calyx-net/calyx/bench/cnibench"
+	"github.com/calyx-net/calyx/bench/footbench"
 	"github.com/calyx-net/calyx/bench/ipambench"
 	"github.com/calyx-net/calyx/bench/netbench"
 	"github.com/calyx-net/calyx/bench/policybench"
@@ -14,5 +15,6 @@ var suites = []suite{
 	{"policy", policybench.Run},
 	{"cni", cnibench.Run},
 	{"net", netbench.Run},
+	{"footprint", footbench.Run},
 	{"bgp", bgpbench.Run},
 }
