@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calyx-net/calyx/e2e/lab"
 )
 
 // TestRunSmallLab runs the whole benchmark at a small size against the
@@ -23,9 +26,27 @@ func TestRunSmallLab(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	before := benchNamespaces(t)
+	// Its own TMPDIR: the lab's directory, hence its namespace prefix, is
+	// found afterwards, and another lab running meanwhile (another
+	// package's test) does not count as left behind.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	before := benchNamespaces(t, "cxl")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// The lab's directory is removed after a successful run: note it
+	// while it exists.
+	labDir := make(chan string, 1)
+	go func() {
+		for ctx.Err() == nil {
+			if m, _ := filepath.Glob(filepath.Join(tmp, "bgpbench-*")); len(m) > 0 {
+				labDir <- m[0]
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		labDir <- ""
+	}()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	figs, err := measure(ctx, sizes{prefixes: 1000, convergenceRuns: 3, scaleRounds: 1, quick: true}, log)
 	if err != nil {
@@ -52,15 +73,20 @@ func TestRunSmallLab(t *testing.T) {
 	}
 	// Only namespaces this run made count: another lab on the machine (or
 	// one a killed run left) has a prefix of its own.
-	for name := range benchNamespaces(t) {
+	dir := <-labDir
+	if dir == "" {
+		t.Fatalf("the benchmark's lab directory was never seen under %s", tmp)
+	}
+	for name := range benchNamespaces(t, lab.Prefix(dir)) {
 		if !before[name] {
 			t.Errorf("namespace %s left behind", name)
 		}
 	}
 }
 
-// benchNamespaces is the set of named namespaces the benchmark would make.
-func benchNamespaces(t *testing.T) map[string]bool {
+// benchNamespaces is the set of named namespaces whose name starts with
+// prefix (a lab's).
+func benchNamespaces(t *testing.T, prefix string) map[string]bool {
 	t.Helper()
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil && !os.IsNotExist(err) {
@@ -68,7 +94,7 @@ func benchNamespaces(t *testing.T) map[string]bool {
 	}
 	names := map[string]bool{}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "cxl") {
+		if strings.HasPrefix(e.Name(), prefix) {
 			names[e.Name()] = true
 		}
 	}
