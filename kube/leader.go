@@ -23,10 +23,22 @@ const (
 // Leading is true while this process holds the Lease.
 var Leading atomic.Bool
 
+// LeaderTiming is the leader election's timing (client-go's meaning).
+type LeaderTiming struct {
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// DefaultLeaderTiming is kube-controller-manager's.
+var DefaultLeaderTiming = LeaderTiming{LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}
+
 // RunLeader runs fn while this process holds the Lease and returns when
 // it loses it (fn's context is cancelled first) or ctx ends. A replica
 // that loses the Lease must exit: another one is running the controllers.
-func RunLeader(ctx context.Context, kc kubernetes.Interface, identity string, log *slog.Logger, fn func(ctx context.Context)) error {
+// An empty identity is hostname-pid; a zero timing the default.
+func RunLeader(ctx context.Context, kc kubernetes.Interface, identity string, timing LeaderTiming, log *slog.Logger, fn func(ctx context.Context)) error {
+	if timing == (LeaderTiming{}) {
+		timing = DefaultLeaderTiming
+	}
 	if identity == "" {
 		host, _ := os.Hostname()
 		identity = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -40,9 +52,9 @@ func RunLeader(ctx context.Context, kc kubernetes.Interface, identity string, lo
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		ReleaseOnCancel: true,
-		LeaseDuration:   15 * time.Second,
-		RenewDeadline:   10 * time.Second,
-		RetryPeriod:     2 * time.Second,
+		LeaseDuration:   timing.LeaseDuration,
+		RenewDeadline:   timing.RenewDeadline,
+		RetryPeriod:     timing.RetryPeriod,
 		Name:            LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {

@@ -34,6 +34,8 @@ type options struct {
 	kubeconfig, etcdEndpoints, etcdCA, etcdCert, etcdKey string
 	healthAddr, metricsAddr, logLevel                    string
 	leaderElect                                          bool
+	identity                                             string
+	timing                                               kube.LeaderTiming
 	resync, gcGrace                                      time.Duration
 }
 
@@ -79,6 +81,10 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9097", "Prometheus /metrics address (empty: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run only while holding the kube-system/calyx-kube-controllers Lease")
+	fs.StringVar(&o.identity, "leader-elect-identity", "", "this replica's name in the Lease (default hostname-pid)")
+	fs.DurationVar(&o.timing.LeaseDuration, "leader-elect-lease-duration", kube.DefaultLeaderTiming.LeaseDuration, "how long a standby waits after the last renewal before it takes the Lease")
+	fs.DurationVar(&o.timing.RenewDeadline, "leader-elect-renew-deadline", kube.DefaultLeaderTiming.RenewDeadline, "how long the leader retries renewing before it gives up leading")
+	fs.DurationVar(&o.timing.RetryPeriod, "leader-elect-retry-period", kube.DefaultLeaderTiming.RetryPeriod, "how often the Lease is tried")
 	fs.DurationVar(&o.resync, "resync-interval", 5*time.Minute, "how often everything is checked again")
 	fs.DurationVar(&o.gcGrace, "endpoint-gc-grace", 5*time.Minute, "how long a pod must be gone from the API before its endpoint and addresses are released")
 	var envErr error
@@ -101,6 +107,9 @@ func parseFlags(args []string, getenv func(string) string) (*options, error) {
 	}
 	if o.gcGrace < 0 || o.resync <= 0 {
 		return nil, errors.New("--endpoint-gc-grace must not be negative and --resync-interval must be positive")
+	}
+	if t := o.timing; t.RetryPeriod <= 0 || t.RenewDeadline <= t.RetryPeriod || t.LeaseDuration <= t.RenewDeadline {
+		return nil, fmt.Errorf("leader election: want 0 < --leader-elect-retry-period (%s) < --leader-elect-renew-deadline (%s) < --leader-elect-lease-duration (%s)", t.RetryPeriod, t.RenewDeadline, t.LeaseDuration)
 	}
 	return o, nil
 }
@@ -142,7 +151,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var runErr error
-	err = kube.RunLeader(ctx, kc, "", log, func(lctx context.Context) {
+	err = kube.RunLeader(ctx, kc, o.identity, o.timing, log, func(lctx context.Context) {
 		runErr = ctrl.Run(lctx)
 		cancel()
 	})

@@ -31,6 +31,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.BinDir, "bin-dir", lab.DefaultBinDir(), "directory of calyx-agent, calyx and calyxctl")
 	fs.StringSliceVar(&o.AgentArgs, "agent-arg", nil, "extra flag for every agent (repeatable)")
 	fs.StringVar(&o.AgentLogLevel, "agent-log-level", "info", "agents' --log-level")
+	fs.BoolVar(&o.Kubernetes, "kubernetes", false, "run the real kube-apiserver (make kube-apiserver) and calyx-kube-controllers; agents get a kubeconfig; workloads are pods (calyx-lab pod)")
+	fs.IntVar(&o.KubeControllers, "kube-controllers", 0, "calyx-kube-controllers replicas with --kubernetes (default 1; one leads)")
+	fs.StringSliceVar(&o.KubeControllerArgs, "kube-controllers-arg", nil, "extra flag for every calyx-kube-controllers (repeatable)")
 	fs.BoolVar(&o.SkipAgents, "skip-agents", false, "start no agent (to test the lab itself)")
 	_ = fs.MarkHidden("skip-agents")
 	wait := fs.Duration("wait", 60*time.Second, "wait this long for every BGP session to be Established and every workload route to be in every host's kernel (0: do not wait)")
@@ -69,6 +72,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "lab up in %s: %d hosts, %d workloads, dir %s, prefix %s\n",
 		time.Since(start).Round(100*time.Millisecond), len(l.Hosts()), len(l.Workloads()), l.Dir(), l.Prefix())
 	fmt.Fprintf(stdout, "next: calyx-lab status | calyx-lab ping | calyx-lab exec host1 -- calyxctl node status | calyx-lab down\n")
+	if o.Kubernetes {
+		fmt.Fprintf(stdout, "Kubernetes API %s (CA %s/pki/ca.crt), admin kubeconfig %s (reach it from a lab namespace: calyx-lab exec host1 -- kubectl --kubeconfig ...)\n",
+			lab.KubeAPIServerURL, l.Dir(), lab.KubeconfigPath(l.Dir(), "admin"))
+		fmt.Fprintf(stdout, "pods: calyx-lab pod add NS/NAME --host host1 --labels app=web --ports http:80/TCP\n")
+	}
 	return nil
 }
 

@@ -25,10 +25,13 @@ const usage = `calyx-lab: a multi-host Calyx cluster on one machine (network nam
 
 Usage:
   calyx-lab up [--hosts N] [--workloads M] [--peer bird] [--reflectors K] [--etcd-members 1|3|5] [--pool CIDR]
+               [--kubernetes [--kube-controllers N]]   the real kube-apiserver and calyx-kube-controllers too
   calyx-lab status [-o table|json]           json: hosts, workloads, etcd members, every process (name, pid, netns)
   calyx-lab add NAME --host H [--labels k=v,...]
   calyx-lab del NAME
-  calyx-lab stop PROCESS [--kill]           PROCESS: etcdN or agent-hostN (--kill: SIGKILL, as a crash)
+  calyx-lab pod add NS/NAME --host H [--labels k=v,...] [--ports name:port/PROTO,...]   (--kubernetes labs)
+  calyx-lab pod del NS/NAME                  sandbox (CNI DEL) then the API object, as kubelet does
+  calyx-lab stop PROCESS [--kill]           PROCESS: etcdN, agent-hostN or kube-controllers[N] (--kill: SIGKILL, as a crash)
   calyx-lab start PROCESS                    starts it again (an etcd member: waits until it caught up)
   calyx-lab exec TARGET -- CMD [ARGS...]    TARGET: hostN, a workload, etcd (etcdN), tor, fabric
   calyx-lab ping [--all]                     reachability matrix of the workloads (--all: and hosts)
@@ -83,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 		"up": cmdUp, "status": cmdStatus, "add": cmdAdd, "del": cmdDel,
 		"exec": cmdExec, "ping": cmdPing, "down": cmdDown, "demo": cmdDemo,
-		"stop": cmdStop, "start": cmdStart,
+		"stop": cmdStop, "start": cmdStart, "pod": cmdPod,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/calyx-net/calyx/e2e/lab"
 )
 
 // stop and start act on one process of the lab by the name `status`
@@ -20,7 +22,7 @@ func cmdStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: calyx-lab stop etcdN|agent-hostN [--kill]")
+		return errors.New("usage: calyx-lab stop etcdN|agent-hostN|kube-controllers[N] [--kill]")
 	}
 	l, err := open(&g, stderr)
 	if err != nil {
@@ -34,8 +36,10 @@ func cmdStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		err = l.StopAgent(host)
 	case strings.HasPrefix(name, "etcd"):
 		err = l.StopEtcdMember(name, *kill)
+	case kubeControllersTarget(name) > 0:
+		err = l.StopKubeControllers(kubeControllersTarget(name), *kill)
 	default:
-		return fmt.Errorf("unknown process %q: use etcdN or agent-hostN (see calyx-lab status)", name)
+		return fmt.Errorf("unknown process %q: use etcdN, agent-hostN or kube-controllers[N] (see calyx-lab status)", name)
 	}
 	if err != nil {
 		return err
@@ -51,7 +55,7 @@ func cmdStart(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: calyx-lab start etcdN|agent-hostN")
+		return errors.New("usage: calyx-lab start etcdN|agent-hostN|kube-controllers[N]")
 	}
 	l, err := open(&g, stderr)
 	if err != nil {
@@ -63,14 +67,27 @@ func cmdStart(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		err = l.StartAgent(ctx, host)
 	case strings.HasPrefix(name, "etcd"):
 		err = l.StartEtcdMember(ctx, name)
+	case kubeControllersTarget(name) > 0:
+		err = l.StartKubeControllers(kubeControllersTarget(name))
 	default:
-		return fmt.Errorf("unknown process %q: use etcdN or agent-hostN (see calyx-lab status)", name)
+		return fmt.Errorf("unknown process %q: use etcdN, agent-hostN or kube-controllers[N] (see calyx-lab status)", name)
 	}
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s started\n", name)
 	return nil
+}
+
+// kubeControllersTarget reads "kube-controllers" (1) or
+// "kube-controllers2"; 0 for anything else.
+func kubeControllersTarget(name string) int {
+	for i := 1; i <= 3; i++ {
+		if name == lab.KubeControllersName(i) {
+			return i
+		}
+	}
+	return 0
 }
 
 // agentTarget reads "agent-host2" or "host2" as host2's agent.

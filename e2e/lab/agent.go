@@ -34,6 +34,9 @@ func AgentArgv(o Options, h Host) []string {
 	if h.IPv6 != "" {
 		argv = append(argv, "--node-ipv6", h.IPv6)
 	}
+	if o.Kubernetes {
+		argv = append(argv, "--kubeconfig", KubeconfigPath(o.Dir, "agent"))
+	}
 	return append(argv, o.AgentArgs...)
 }
 

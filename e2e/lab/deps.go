@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/calyx-net/calyx/internal/kubeapi"
 )
 
 // Binaries the lab runs from Options.BinDir.
@@ -44,6 +46,12 @@ func CheckDeps(o Options, extraBins ...string) error {
 	var bins []string
 	if !o.SkipAgents {
 		bins = append(bins, AgentBinary, PluginBinary)
+	}
+	if o.Kubernetes {
+		bins = append(bins, KubeControllersBinary)
+		if _, err := kubeapi.Binary(); err != nil {
+			problems = append(problems, err.Error())
+		}
 	}
 	bins = append(bins, extraBins...)
 	for _, b := range bins {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/calyx-net/calyx/datastore"
 )
@@ -33,6 +34,9 @@ type Lab struct {
 	// so that none lingers as a zombie of a long-running test binary.
 	children map[int]*exec.Cmd
 	steps    []StepReport // Up's, guarded by mu
+
+	kubeMu sync.Mutex
+	kube   kubernetes.Interface
 
 	dsMu       sync.Mutex
 	ds         *datastore.Client
@@ -132,6 +136,11 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := step("cluster resources", func() error { return l.writeClusterResources(ctx) }); err != nil {
 		return err
 	}
+	if l.opts.Kubernetes {
+		if err := step("Kubernetes API server and controllers", func() error { return l.startKube(ctx) }); err != nil {
+			return err
+		}
+	}
 	if err := step("hosts", func() error { return l.buildHosts(ctx) }); err != nil {
 		return err
 	}
@@ -199,6 +208,17 @@ func (l *Lab) addInitialWorkloads(ctx context.Context) error {
 	for i := 1; i <= l.opts.Hosts; i++ {
 		for w := 1; w <= l.opts.Workloads; w++ {
 			specs = append(specs, workloadSpec{defaultWorkloadName(i, w), HostName(i), defaultWorkloadLabels(w)})
+		}
+	}
+	if l.opts.Kubernetes && len(specs) > 0 {
+		kc, err := l.KubeClient()
+		if err != nil {
+			return err
+		}
+		for _, s := range specs {
+			if err := createPodObject(ctx, kc, Pod{Namespace: LabNamespace, Name: s.name, Host: s.host, Labels: s.labels}); err != nil {
+				return err
+			}
 		}
 	}
 	return l.addWorkloads(ctx, specs)

@@ -38,6 +38,14 @@ type Options struct {
 	// Pool6 is the IPv6 workload IPPool of a dual-stack lab (default
 	// fd00:10:244::/56); ignored without IPv6.
 	Pool6 string `json:"pool6,omitempty"`
+	// Kubernetes runs the real kube-apiserver and calyx-kube-controllers
+	// too, and the agents with a kubeconfig (see kube.go).
+	Kubernetes bool `json:"kubernetes,omitempty"`
+	// KubeControllers is how many calyx-kube-controllers replicas run
+	// (default 1; one leads, the others stand by).
+	KubeControllers int `json:"kubeControllers,omitempty"`
+	// KubeControllerArgs are appended to every controllers' command line.
+	KubeControllerArgs []string `json:"kubeControllerArgs,omitempty"`
 	// BinDir holds calyx-agent, calyx (the CNI plugin) and calyxctl.
 	BinDir string `json:"binDir"`
 	// SkipAgents builds everything but starts no agent, so that the lab's
@@ -81,6 +89,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.IPv6 && o.Pool6 == "" {
 		o.Pool6 = DefaultPool6
 	}
+	if o.Kubernetes && o.KubeControllers == 0 {
+		o.KubeControllers = 1
+	}
 	if o.AgentLogLevel == "" {
 		o.AgentLogLevel = "info"
 	}
@@ -112,6 +123,12 @@ func (o Options) validate() error {
 	}
 	if o.EtcdMembers < 1 || o.EtcdMembers > MaxEtcdMembers || o.EtcdMembers%2 == 0 {
 		errs = append(errs, fmt.Errorf("--etcd-members %d: want 1, 3 or 5 (an even count tolerates no more failures than the odd one below it)", o.EtcdMembers))
+	}
+	if !o.Kubernetes && (o.KubeControllers != 0 || len(o.KubeControllerArgs) > 0) {
+		errs = append(errs, errors.New("kube controllers need --kubernetes"))
+	}
+	if o.KubeControllers < 0 || o.KubeControllers > 3 {
+		errs = append(errs, fmt.Errorf("--kube-controllers %d: want 1 to 3", o.KubeControllers))
 	}
 	if o.Peer != PeerNone && o.Peer != PeerBird {
 		errs = append(errs, fmt.Errorf("--peer %q: the only peer is \"bird\"", o.Peer))

@@ -57,6 +57,10 @@ type Workload struct {
 	IPs []string `json:"ips"`
 	// Wired is false while the CNI ADD has not succeeded yet.
 	Wired bool `json:"wired"`
+	// PodNamespace and PodName name its pod in a Kubernetes lab (the
+	// CNI_ARGS of its ADD); empty: namespace "lab", the workload's name.
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
 }
 
 // IP is the workload's first address ("" when it has none).

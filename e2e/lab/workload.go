@@ -47,14 +47,20 @@ func cniRuntime(w Workload) *libcni.RuntimeConf {
 	for k, v := range w.Labels {
 		labels[k] = v
 	}
+	ns, pod := LabNamespace, w.Name
+	if w.PodName != "" {
+		ns, pod = w.PodNamespace, w.PodName
+	}
 	return &libcni.RuntimeConf{
 		ContainerID: w.ContainerID,
 		NetNS:       netnsPath(w.Netns),
 		IfName:      "eth0",
+		// What containerd passes.
 		Args: [][2]string{
 			{"IgnoreUnknown", "1"},
-			{"K8S_POD_NAMESPACE", "lab"},
-			{"K8S_POD_NAME", w.Name},
+			{"K8S_POD_NAMESPACE", ns},
+			{"K8S_POD_NAME", pod},
+			{"K8S_POD_INFRA_CONTAINER_ID", w.ContainerID},
 		},
 		CapabilityArgs: map[string]any{"labels": labels},
 	}
@@ -86,7 +92,7 @@ func containerID(prefix, name string) string {
 
 // AddWorkload creates a workload namespace on host and wires it through the
 // calyx CNI plugin (CNI ADD via libcni). labels go in the "labels"
-// capability argument.
+// capability argument. In a Kubernetes lab it is the pod lab/NAME (AddPod).
 func (l *Lab) AddWorkload(ctx context.Context, name, host string, labels map[string]string) (Workload, error) {
 	var w Workload
 	err := l.locked(ctx, func() error {
@@ -98,9 +104,19 @@ func (l *Lab) AddWorkload(ctx context.Context, name, host string, labels map[str
 }
 
 func (l *Lab) addWorkload(ctx context.Context, name, host string, labels map[string]string) (w Workload, err error) {
+	if l.opts.Kubernetes {
+		return l.addPod(ctx, Pod{Namespace: LabNamespace, Name: name, Host: host, Labels: labels})
+	}
 	if err := validateWorkloadName(name); err != nil {
 		return Workload{}, err
 	}
+	return l.addWorkloadOf(ctx, Workload{Name: name, Host: host, Labels: labels})
+}
+
+// addWorkloadOf makes workload w (Name, Host, Labels and its pod, if
+// any, set); the caller holds l.mu.
+func (l *Lab) addWorkloadOf(ctx context.Context, w Workload) (Workload, error) {
+	name, host := w.Name, w.Host
 	if l.opts.SkipAgents {
 		return Workload{}, errors.New("this lab runs no agents (SkipAgents): workloads cannot be wired")
 	}
@@ -111,10 +127,7 @@ func (l *Lab) addWorkload(ctx context.Context, name, host string, labels map[str
 	if !ok {
 		return Workload{}, fmt.Errorf("no host %q in this lab (hosts: host1..host%d)", host, len(l.st.Hosts))
 	}
-	w = Workload{
-		Name: name, Host: h.Name, Netns: l.names.workload(name),
-		ContainerID: containerID(l.names.prefix, name), Labels: labels,
-	}
+	w.Host, w.Netns, w.ContainerID = h.Name, l.names.workload(name), containerID(l.names.prefix, name)
 	l.st.Workloads = append(l.st.Workloads, w)
 	if err := l.addNamespace(ctx, w.Netns); err != nil {
 		return Workload{}, l.undoWorkload(w, err)
@@ -205,8 +218,23 @@ func (l *Lab) DelWorkload(ctx context.Context, name string) error {
 			return err
 		}
 		l.st.removeNamespace(w.Netns)
+		ns, pod := w.PodNamespace, w.PodName
 		l.st.removeWorkload(name)
 		l.log.Info("workload deleted", "name", name)
-		return l.save()
+		if err := l.save(); err != nil {
+			return err
+		}
+		if !l.opts.Kubernetes {
+			return nil
+		}
+		// Then the pod object, as kubelet does once the sandbox is gone.
+		if pod == "" {
+			ns, pod = LabNamespace, name
+		}
+		kc, err := l.KubeClient()
+		if err != nil {
+			return err
+		}
+		return deletePodObject(ctx, kc, ns, pod)
 	})
 }

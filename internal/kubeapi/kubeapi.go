@@ -56,6 +56,21 @@ type Options struct {
 	// EtcdPrefix keeps several API servers on one etcd apart
 	// (default /registry).
 	EtcdPrefix string
+	// TLSCert and TLSKey are the serving certificate, issued by CAFile,
+	// which every kubeconfig then verifies. Without them the server makes
+	// a self-signed one and the kubeconfigs skip verification (loopback
+	// tests only).
+	TLSCert, TLSKey, CAFile string
+	// Users get a token each and a kubeconfig Dir/<Name>.kubeconfig.
+	Users []User
+}
+
+// User is an identity of the token file: a name (a service account's is
+// system:serviceaccount:NS:NAME) and its groups.
+type User struct {
+	File   string // kubeconfig base name, e.g. "agent"
+	Name   string
+	Groups []string
 }
 
 // Server is a prepared API server: the command line to run and the
@@ -64,6 +79,8 @@ type Server struct {
 	Args       []string // without the binary
 	Kubeconfig string   // admin (system:masters) kubeconfig
 	URL        string
+	// Kubeconfigs are the Users' kubeconfigs by User.File.
+	Kubeconfigs map[string]string
 }
 
 // Prepare writes the service-account key pair, a token file with one
@@ -102,33 +119,26 @@ func Prepare(o Options) (*Server, error) {
 	if err := os.WriteFile(saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600); err != nil {
 		return nil, err
 	}
-	tok := make([]byte, 16)
-	if _, err := rand.Read(tok); err != nil {
-		return nil, err
-	}
-	token := hex.EncodeToString(tok)
-	tokens := filepath.Join(o.Dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(token+`,calyx-admin,calyx-admin,"system:masters"`+"\n"), 0o600); err != nil {
-		return nil, err
-	}
 	url := "https://" + net.JoinHostPort(o.BindAddress, strconv.Itoa(o.Port))
-	kubeconfig := filepath.Join(o.Dir, "admin.kubeconfig")
-	// The serving certificate is self-signed in --cert-dir; the admin
-	// kubeconfig trusts it blindly (loopback or a lab namespace only).
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: lab
-  cluster: {server: %q, insecure-skip-tls-verify: true}
-users:
-- name: calyx-admin
-  user: {token: %q}
-contexts:
-- name: lab
-  context: {cluster: lab, user: calyx-admin}
-current-context: lab
-`, url, token)
-	if err := os.WriteFile(kubeconfig, []byte(kc), 0o600); err != nil {
+	users := append([]User{{File: "admin", Name: "calyx-admin", Groups: []string{"system:masters"}}}, o.Users...)
+	var tokenLines strings.Builder
+	srv := &Server{URL: url, Kubeconfigs: map[string]string{}}
+	for _, u := range users {
+		tok := make([]byte, 16)
+		if _, err := rand.Read(tok); err != nil {
+			return nil, err
+		}
+		token := hex.EncodeToString(tok)
+		fmt.Fprintf(&tokenLines, "%s,%s,%s,%q\n", token, u.Name, u.Name, strings.Join(u.Groups, ","))
+		path := filepath.Join(o.Dir, u.File+".kubeconfig")
+		if err := os.WriteFile(path, []byte(kubeconfig(url, o.CAFile, u.Name, token)), 0o600); err != nil {
+			return nil, err
+		}
+		srv.Kubeconfigs[u.File] = path
+	}
+	srv.Kubeconfig = srv.Kubeconfigs["admin"]
+	tokens := filepath.Join(o.Dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(tokenLines.String()), 0o600); err != nil {
 		return nil, err
 	}
 	args := []string{
@@ -152,10 +162,36 @@ current-context: lab
 	if o.EtcdPrefix != "" {
 		args = append(args, "--etcd-prefix", o.EtcdPrefix)
 	}
+	if o.TLSCert != "" {
+		args = append(args, "--tls-cert-file", o.TLSCert, "--tls-private-key-file", o.TLSKey)
+	}
 	if o.EtcdCA != "" {
 		args = append(args, "--etcd-cafile", o.EtcdCA, "--etcd-certfile", o.EtcdCert, "--etcd-keyfile", o.EtcdKey)
 	}
-	return &Server{Args: args, Kubeconfig: kubeconfig, URL: url}, nil
+	srv.Args = args
+	return srv, nil
+}
+
+// kubeconfig is a token user's kubeconfig; with a CA it verifies the
+// server's certificate, else (a self-signed one on loopback) it cannot.
+func kubeconfig(url, caFile, user, token string) string {
+	tls := "insecure-skip-tls-verify: true"
+	if caFile != "" {
+		tls = fmt.Sprintf("certificate-authority: %q", caFile)
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: calyx
+  cluster: {server: %q, %s}
+users:
+- name: %q
+  user: {token: %q}
+contexts:
+- name: calyx
+  context: {cluster: calyx, user: %q}
+current-context: calyx
+`, url, tls, user, token, user)
 }
 
 func freePort(host string) (int, error) {
@@ -182,7 +218,17 @@ func Client(kubeconfig string) (*kubernetes.Clientset, *rest.Config, error) {
 // kube-system namespace exists, or exited is closed (when not nil) or ctx
 // ends.
 func WaitReady(ctx context.Context, kubeconfig string, exited <-chan struct{}) error {
-	kc, _, err := Client(kubeconfig)
+	_, rc, err := Client(kubeconfig)
+	if err != nil {
+		return err
+	}
+	return WaitReadyConfig(ctx, rc, exited)
+}
+
+// WaitReadyConfig is WaitReady with a client configuration (one that
+// dials inside a network namespace, say).
+func WaitReadyConfig(ctx context.Context, rc *rest.Config, exited <-chan struct{}) error {
+	kc, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
