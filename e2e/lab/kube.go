@@ -396,7 +396,7 @@ func createNode(ctx context.Context, kc kubernetes.Interface, name, ip string) e
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("Kubernetes Node %s: %w", name, err)
+		return fmt.Errorf("registering node %s in Kubernetes: %w", name, err)
 	}
 	return nil
 }
