@@ -141,7 +141,7 @@ func newNetpolModel(ctx context.Context, t *testing.T, l *lab.Lab) *netpolModel 
 		}
 	})
 	for _, ns := range modelNamespaces {
-		_, err := kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}}, metav1.CreateOptions{})
+		_, err := kc.CoreV1().Namespaces().Create(ctx, nsObject(ns), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,6 +399,11 @@ func (m *netpolModel) setNamespaceLabels(ctx context.Context, name string, extra
 	if _, err := m.kc.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
 		m.t.Fatal(err)
 	}
+}
+
+// nsObject is namespace name with the model's label ns=<name>.
+func nsObject(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"ns": name}}}
 }
 
 // ---- NetworkPolicy builders -------------------------------------------------

@@ -85,16 +85,16 @@ func KubeControllersName(i int) string {
 	return "kube-controllers" + strconv.Itoa(i)
 }
 
-// kubeControllersAddrs are replica i's health and metrics addresses on
+// KubeControllersAddrs are replica i's health and metrics addresses on
 // the etcd namespace's loopback.
-func kubeControllersAddrs(i int) (health, metrics string) {
+func KubeControllersAddrs(i int) (health, metrics string) {
 	return "127.0.0.1:" + strconv.Itoa(9198+2*i), "127.0.0.1:" + strconv.Itoa(9199+2*i)
 }
 
 // KubeControllersArgv is replica i's command line.
 func KubeControllersArgv(o Options, i int) []string {
 	tls := clientFiles(o.Dir, "kube-controllers")
-	health, metrics := kubeControllersAddrs(i)
+	health, metrics := KubeControllersAddrs(i)
 	argv := []string{
 		filepath.Join(o.BinDir, KubeControllersBinary),
 		"--kubeconfig", KubeconfigPath(o.Dir, "controllers"),
