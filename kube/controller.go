@@ -301,6 +301,10 @@ func (c *Controllers) onEtcdChange(r datastore.Resource) {
 		if key, ok := podKeyOf(v); ok {
 			c.enqueue(ctrlPod, key)
 		}
+	case *datastore.Node:
+		// A Node that shows up after its Kubernetes Node went (the view
+		// lagged the informer) must still be removed.
+		c.enqueue(ctrlNode, v.Metadata.Name)
 	}
 }
 
@@ -336,9 +340,12 @@ func sameResource(a, b datastore.Resource) bool {
 }
 
 // applyOwned writes want unless the stored object of that name is a
-// user's; it reports whether it wrote.
+// user's; it reports whether it wrote. The write is conditional (create
+// if absent, update at the revision seen): the etcd view may lag, and a
+// user's object that appeared meanwhile must never be overwritten.
 func (c *Controllers) applyOwned(ctx context.Context, want datastore.Resource) (bool, error) {
-	have := c.st.get(want.GetKind(), want.GetMeta().Name)
+	kind, name := want.GetKind(), want.GetMeta().Name
+	have := c.st.get(kind, name)
 	if have != nil && !owned(have) {
 		c.log.Warn("a Calyx resource of that name exists and is not ours; leaving it alone", "resource", datastore.Describe(want))
 		return false, nil
@@ -346,10 +353,31 @@ func (c *Controllers) applyOwned(ctx context.Context, want datastore.Resource) (
 	if have != nil && sameResource(have, want) {
 		return false, nil
 	}
-	if _, err := c.cfg.Datastore.Apply(ctx, want); err != nil {
+	var wrote datastore.Resource
+	var err error
+	if have == nil {
+		wrote, err = c.cfg.Datastore.Create(ctx, want)
+	} else {
+		want.GetMeta().ResourceVersion = have.GetMeta().ResourceVersion
+		wrote, err = c.cfg.Datastore.Update(ctx, want)
+	}
+	if errors.Is(err, datastore.ErrAlreadyExists) || errors.Is(err, datastore.ErrConflict) {
+		// The view lagged: take the stored object and decide again.
+		cur, gerr := c.cfg.Datastore.Get(ctx, kind, name)
+		switch {
+		case errors.Is(gerr, datastore.ErrNotFound):
+			c.st.remove(kind, name)
+		case gerr != nil:
+			return false, gerr
+		default:
+			c.st.put(cur)
+		}
+		return false, fmt.Errorf("%s changed while it was written; trying again", datastore.Describe(want))
+	}
+	if err != nil {
 		return false, err
 	}
-	c.st.put(want)
+	c.st.put(wrote)
 	return true, nil
 }
 

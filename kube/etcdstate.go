@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/calyx-net/calyx/datastore"
@@ -56,6 +57,8 @@ func (s *etcdState) apply(evs []datastore.Event, changed func(datastore.Resource
 			}
 		default:
 			if r, ok := ev.Value.(datastore.Resource); ok {
+				// The revision, for conditional writes (applyOwned).
+				r.GetMeta().ResourceVersion = strconv.FormatInt(ev.Revision, 10)
 				s.putLocked(r)
 				touched = append(touched, r)
 			}
