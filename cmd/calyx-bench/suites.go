@@ -5,6 +5,7 @@ import (
 	"github.com/calyx-net/calyx/bench/cnibench"
 	"github.com/calyx-net/calyx/bench/footbench"
 	"github.com/calyx-net/calyx/bench/ipambench"
+	"github.com/calyx-net/calyx/bench/kubebench"
 	"github.com/calyx-net/calyx/bench/netbench"
 	"github.com/calyx-net/calyx/bench/policybench"
 )
@@ -17,4 +18,5 @@ var suites = []suite{
 	{"net", netbench.Run},
 	{"footprint", footbench.Run},
 	{"bgp", bgpbench.Run},
+	{"kube", kubebench.Run},
 }
