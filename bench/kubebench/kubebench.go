@@ -271,4 +271,3 @@ func figure(name string, took []time.Duration, what string) bench.Figure {
 	f.Met = p99 <= goalMs
 	return f
 }
-
