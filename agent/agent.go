@@ -175,6 +175,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	if err := a.goHTTP("metrics", cfg.MetricsAddr, metricsHandler(a.metrics.registry)); err != nil {
 		return err
 	}
+	if err := a.goHTTP("pprof", cfg.PprofAddr, pprofHandler()); err != nil {
+		return err
+	}
 	a.group.Go("syncer", 0, func(ctx context.Context) error { return a.syncer.Run(ctx, a.onSyncerEvents) })
 	serveAPI, err := a.listenAPI()
 	if err != nil {

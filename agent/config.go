@@ -41,8 +41,10 @@ type Config struct {
 	BGPPort     int
 	AgentSocket string
 	// HealthAddr and MetricsAddr are host:port; empty turns them off.
-	HealthAddr     string
-	MetricsAddr    string
+	HealthAddr  string
+	MetricsAddr string
+	// PprofAddr serves Go's /debug/pprof/ (profiling); empty: off.
+	PprofAddr      string
 	LogLevel       slog.Level
 	LogFormat      LogFormat
 	ResyncInterval time.Duration
@@ -123,6 +125,7 @@ func settings() []setting {
 		field("agent-socket", "/var/run/calyx/agent.sock", "unix socket of the CNI plugin and calyxctl: directory 0700, socket 0600, root callers only", nonEmpty, func(c *Config) *string { return &c.AgentSocket }),
 		field("health-addr", "127.0.0.1:9099", "address of /livez and /readyz (empty: off)", hostPortOrEmpty, func(c *Config) *string { return &c.HealthAddr }),
 		field("metrics-addr", "127.0.0.1:9091", "address of Prometheus /metrics (empty: off)", hostPortOrEmpty, func(c *Config) *string { return &c.MetricsAddr }),
+		field("pprof-addr", "", "address of Go's /debug/pprof/ profiles, for looking into CPU and memory (empty: off)", hostPortOrEmpty, func(c *Config) *string { return &c.PprofAddr }),
 		field("log-level", "info", "debug, info, warn or error (changed at runtime by calyxctl agent log-level)", ParseLogLevel, func(c *Config) *slog.Level { return &c.LogLevel }),
 		field("log-format", "text", "text or json", enum(LogText, LogJSON), func(c *Config) *LogFormat { return &c.LogFormat }),
 		field("resync-interval", "90s", "period of the full re-read of routes, chains and sysctls that repairs drift", durationAtLeast(time.Second), func(c *Config) *time.Duration { return &c.ResyncInterval }),

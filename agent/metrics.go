@@ -165,7 +165,7 @@ var (
 	descBGPUp         = prometheus.NewDesc("calyx_bgp_peer_up", "1 while the session with the peer is established.", []string{"peer", "type"}, nil)
 	descBGPReceived   = prometheus.NewDesc("calyx_bgp_prefixes_received", "Prefixes received from the peer.", []string{"peer"}, nil)
 	descBGPAccepted   = prometheus.NewDesc("calyx_bgp_prefixes_accepted", "Prefixes from the peer accepted by import policy.", []string{"peer"}, nil)
-	descBGPAdvertised = prometheus.NewDesc("calyx_bgp_prefixes_advertised", "Prefixes advertised to the peer.", []string{"peer"}, nil)
+	descBGPAdvertised = prometheus.NewDesc("calyx_bgp_prefixes_advertised", "The node's own prefixes announced to the peer (reflected routes not counted).", []string{"peer"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {

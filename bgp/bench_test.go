@@ -21,12 +21,13 @@ type birdBench struct {
 	firstToLast time.Duration // first → last prefix delivered through Subscribe
 	batches     int
 	learnedCall time.Duration // one Learned() over the full table
+	statusCall  time.Duration // one PeerStatus() with the full table held
 }
 
 func (r birdBench) String() string {
-	return fmt.Sprintf("%d prefixes: first→last %s (%.0f prefixes/s) in %d batches; SetPeers→first %s; Learned() %s",
+	return fmt.Sprintf("%d prefixes: first→last %s (%.0f prefixes/s) in %d batches; SetPeers→first %s; Learned() %s; PeerStatus() %s",
 		r.prefixes, r.firstToLast.Round(time.Millisecond), float64(r.prefixes)/r.firstToLast.Seconds(), r.batches,
-		r.sessionUp.Round(time.Millisecond), r.learnedCall.Round(time.Millisecond))
+		r.sessionUp.Round(time.Millisecond), r.learnedCall.Round(time.Millisecond), r.statusCall.Round(time.Microsecond))
 }
 
 // measureBIRDToSubscribe starts a BIRD announcing n /32s and a speaker, and
@@ -98,8 +99,14 @@ func measureBIRDToSubscribe(tb testing.TB, n int) birdBench {
 	if err != nil || len(learned) != n {
 		tb.Fatalf("Learned: %d prefixes, %v", len(learned), err)
 	}
+	learnedCall := time.Since(t0)
+	t0 = time.Now()
+	st, err := s.PeerStatus(ctx)
+	if err != nil || len(st) != 1 || st[0].PrefixesReceived != uint64(n) {
+		tb.Fatalf("PeerStatus: %+v, %v; want one peer with %d prefixes received", st, err, n)
+	}
 	return birdBench{prefixes: n, sessionUp: first.Sub(start), firstToLast: last.Sub(first), batches: batches,
-		learnedCall: time.Since(t0)}
+		learnedCall: learnedCall, statusCall: time.Since(t0)}
 }
 
 // BenchmarkBIRD100kToSubscribe: go test ./bgp -run ^$ -bench BIRD100k -benchtime 1x
@@ -109,6 +116,7 @@ func BenchmarkBIRD100kToSubscribe(b *testing.B) {
 		b.ReportMetric(r.firstToLast.Seconds(), "s-first-to-last")
 		b.ReportMetric(float64(r.prefixes)/r.firstToLast.Seconds(), "prefixes/s")
 		b.ReportMetric(r.learnedCall.Seconds(), "s-Learned")
+		b.ReportMetric(r.statusCall.Seconds(), "s-PeerStatus")
 		b.Log(r)
 	}
 }

@@ -1,6 +1,7 @@
 package bgp
 
 import (
+	"net/netip"
 	"testing"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -8,18 +9,17 @@ import (
 
 // A dual-stack speaker configures both families on every session; a peer
 // that negotiated only one (an IPv4 session to a ToR with an ipv4 channel
-// only) must not have the other family's would-be advertisements and
-// End-of-RIB counted.
-func TestFillStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
+// only) must not have the other family's announcements counted.
+func TestStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
 	v4 := apiFamily(IPv4Unicast)
 	v6 := apiFamily(IPv6Unicast)
 	mp := func(f *api.Family) *api.Capability {
 		return &api.Capability{Cap: &api.Capability_MultiProtocol{MultiProtocol: &api.MultiProtocolCapability{Family: f}}}
 	}
-	afi := func(f *api.Family, received, advertised uint64, grReceived bool) *api.AfiSafi {
+	afi := func(f *api.Family, received uint64, grReceived bool) *api.AfiSafi {
 		return &api.AfiSafi{
 			Config:            &api.AfiSafiConfig{Family: f, Enabled: true},
-			State:             &api.AfiSafiState{Family: f, Enabled: true, Received: received, Accepted: received, Advertised: advertised},
+			State:             &api.AfiSafiState{Family: f, Enabled: true, Received: received, Accepted: received},
 			MpGracefulRestart: &api.MpGracefulRestart{State: &api.MpGracefulRestartState{Received: grReceived}},
 		}
 	}
@@ -27,11 +27,11 @@ func TestFillStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
 		return &api.Peer{
 			State:           &api.PeerState{SessionState: api.PeerState_SESSION_STATE_ESTABLISHED, RemoteCap: caps},
 			GracefulRestart: &api.GracefulRestart{Enabled: true},
-			// 3 IPv4 prefixes; the IPv6 family the one prefix GoBGP
-			// would send if the peer had negotiated it.
-			AfiSafis: []*api.AfiSafi{afi(v4, 1, 3, true), afi(v6, 0, 1, false)},
+			AfiSafis:        []*api.AfiSafi{afi(v4, 1, true), afi(v6, 0, false)},
 		}
 	}
+	// 3 IPv4 announcements and 1 IPv6 one.
+	own := []netip.Prefix{pfx("10.244.1.0/26"), pfx("10.244.2.0/26"), pfx("10.96.0.0/12"), pfx("fd00:10:244::/122")}
 	cases := []struct {
 		name string
 		ap   *api.Peer
@@ -44,8 +44,26 @@ func TestFillStatusCountsNegotiatedFamiliesOnly(t *testing.T) {
 	for _, c := range cases {
 		var st PeerStatus
 		fillStatus(&st, c.ap)
-		if st.PrefixesAdvertised != c.want || st.PrefixesReceived != 1 {
-			t.Errorf("%s: advertised %d, received %d; want %d and 1", c.name, st.PrefixesAdvertised, st.PrefixesReceived, c.want)
+		adv := originatedTo(&Policy{}, &Peer{Type: PeerExternal}, own, remoteFamilies(c.ap))
+		if adv != c.want || st.PrefixesReceived != 1 || !st.GracefulRestart {
+			t.Errorf("%s: advertised %d, received %d, GR %v; want %d, 1 and GR", c.name, adv, st.PrefixesReceived, st.GracefulRestart, c.want)
 		}
+	}
+}
+
+// A peer's export filters decide which of the node's announcements count
+// as advertised to it.
+func TestOriginatedToFollowsExportFilters(t *testing.T) {
+	pol := &Policy{Filters: map[string]Filter{"no-svc": {ExportV4: []FilterRule{{Op: MatchIn, CIDR: pfx("10.96.0.0/12"), MinLen: 12, MaxLen: 32}}}}}
+	own := []netip.Prefix{pfx("10.244.1.0/26"), pfx("10.96.0.0/12"), pfx("10.96.0.10/32")}
+	fams := map[Family]bool{IPv4Unicast: true}
+	if n := originatedTo(pol, &Peer{Type: PeerExternal, Filters: []string{"no-svc"}}, own, fams); n != 1 {
+		t.Errorf("with an export filter rejecting the service range: %d advertised, want 1", n)
+	}
+	if n := originatedTo(pol, &Peer{Type: PeerExternal, Filters: []string{"missing"}}, own, fams); n != 0 {
+		t.Errorf("with a missing filter (export nothing): %d advertised, want 0", n)
+	}
+	if n := originatedTo(pol, &Peer{Type: PeerMesh}, own, fams); n != 3 {
+		t.Errorf("without filters: %d advertised, want 3", n)
 	}
 }

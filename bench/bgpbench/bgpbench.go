@@ -10,7 +10,8 @@
 // receiving BIRD at 198.18.0.241). They carry the lab's prefix, so
 // `calyx-lab down --dir DIR` removes them too should this process be
 // killed. CALYX_BENCH_AGENT_LOG_LEVEL sets the agents' log level (default
-// info) and keeps the logs, for looking into where the time goes.
+// info) and keeps the logs, for looking into where the time goes;
+// CALYX_BENCH_PPROF_DIR profiles host1's agent (profile.go).
 package bgpbench
 
 import (
@@ -62,7 +63,11 @@ func measure(ctx context.Context, sz sizes, log *slog.Logger) (figs []bench.Figu
 	}
 	log.Info("bgp benchmark lab", "dir", dir, "bin", bins, "prefixes", sz.prefixes, "convergence_runs", sz.convergenceRuns)
 	level := os.Getenv("CALYX_BENCH_AGENT_LOG_LEVEL")
-	l, err := lab.Up(ctx, lab.Options{Dir: dir, Hosts: 3, BinDir: bins, AgentLogLevel: level, Logger: log.With("part", "lab")})
+	var agentArgs []string
+	if profileDir() != "" {
+		agentArgs = []string{"--pprof-addr", pprofAddr}
+	}
+	l, err := lab.Up(ctx, lab.Options{Dir: dir, Hosts: 3, BinDir: bins, AgentLogLevel: level, AgentArgs: agentArgs, Logger: log.With("part", "lab")})
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("bgp benchmark: lab up: %w", err)

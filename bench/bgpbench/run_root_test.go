@@ -108,3 +108,26 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestProfileScale runs one 100k-prefix round per side with host1's agent
+// profiled (see profile.go); only with CALYX_BENCH_PPROF_DIR set:
+//
+//	CALYX_BENCH_PPROF_DIR=/tmp/prof go test ./bench/bgpbench -run TestProfileScale -v
+func TestProfileScale(t *testing.T) {
+	if profileDir() == "" {
+		t.Skip("set CALYX_BENCH_PPROF_DIR to profile the agent through a 100k-prefix round")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	figs, err := measure(ctx, sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: 1, quick: true}, log)
+	if err != nil {
+		t.Fatalf("benchmark: %v", err)
+	}
+	for _, f := range figs {
+		t.Logf("%s: calyx %v, peer %v %s", f.Name, f.Calyx, f.Peer, f.Unit)
+	}
+}

@@ -162,6 +162,10 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 	if res.birdRSSBase, err = rssMiB(rig.recv.pid()); err != nil {
 		return res, err
 	}
+	prof, err := newProfiler(l, scaleHost, log)
+	if err != nil {
+		return res, err
+	}
 	// A generous bound: LAB-NOTES measured 0.79 s for 100k BIRD to BIRD.
 	timeout := max(60*time.Second, time.Duration(prefixes)*time.Millisecond)
 
@@ -180,7 +184,14 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 			if err != nil {
 				return res, err
 			}
+			profiled := prof != nil && round == 0 && side == sideCalyx
+			if profiled {
+				prof.startCPU(ctx, "cpu-install.pb.gz")
+			}
 			install, err := timeTransfer(ctx, rig.origin, w, "enable", side, prefixes, timeout)
+			if profiled && err == nil {
+				err = errors.Join(prof.waitCPU(), prof.heap(ctx, "heap-installed.pb.gz"))
+			}
 			if err != nil {
 				if side == sideCalyx && ctx.Err() == nil {
 					err = fmt.Errorf("%w; %s", err, receivedBy(ctx, l, scaleHost, originIP))
@@ -202,7 +213,13 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 			if err != nil {
 				return res, err
 			}
+			if profiled {
+				prof.startCPU(ctx, "cpu-withdraw.pb.gz")
+			}
 			withdraw, err := timeTransfer(ctx, rig.origin, w, "disable", side, 0, timeout)
+			if profiled && err == nil {
+				err = errors.Join(prof.waitCPU(), prof.heap(ctx, "heap-withdrawn.pb.gz"))
+			}
 			if err != nil {
 				return res, fmt.Errorf("round %d, %s withdrawal: %w", round+1, side, err)
 			}
