@@ -6,6 +6,8 @@ import (
 
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
+	"github.com/calyx-net/calyx/internal/pfxmap"
 )
 
 // The learned-route feed. GoBGP v4 hands best-path events over as native
@@ -76,36 +78,55 @@ type member struct {
 	own      bool
 }
 
-// bestTable is every destination's best set. Not safe for concurrent use.
+// bestTable is every destination's best set, packed (pfxmap: 100k
+// prefixes from one peer share one set). Not safe for concurrent use.
 type bestTable struct {
-	dests map[netip.Prefix][]member
-	sets  hopSets
+	dests   *pfxmap.Map[[]member]
+	sets    hopSets
+	scratch []member // apply builds a set here; the map copies a new one
 }
 
 func newBestTable() *bestTable {
-	return &bestTable{dests: map[netip.Prefix][]member{}}
+	return &bestTable{dests: pfxmap.New(memberKey, slices.Clone[[]member])}
+}
+
+// memberKey encodes a set for sharing.
+func memberKey(dst []byte, ms []member) []byte {
+	for _, m := range ms {
+		dst = pfxmap.AppendAddr(pfxmap.AppendAddr(dst, m.src), m.hop)
+		if m.own {
+			dst = append(dst, 1)
+		} else {
+			dst = append(dst, 0)
+		}
+	}
+	return dst
 }
 
 // apply folds one change in: a path joins (or replaces its source's) set,
-// or a withdrawal takes its source's path out.
+// or a withdrawal takes its source's path out. Sets are shared between
+// prefixes, so the new one is built aside.
 func (t *bestTable) apply(c bestChange) {
-	ms := t.dests[c.prefix]
+	ms, _ := t.dests.Get(c.prefix)
 	i := slices.IndexFunc(ms, func(m member) bool { return m.src == c.src })
+	if c.withdraw && i < 0 {
+		return
+	}
+	next := append(t.scratch[:0], ms...)
 	switch {
-	case c.withdraw && i < 0:
-		return
 	case c.withdraw:
-		ms = slices.Delete(ms, i, i+1)
+		next = slices.Delete(next, i, i+1)
 	case i >= 0:
-		ms[i] = member{src: c.src, hop: c.hop, own: c.own}
+		next[i] = member{src: c.src, hop: c.hop, own: c.own}
 	default:
-		ms = append(ms, member{src: c.src, hop: c.hop, own: c.own})
+		next = append(next, member{src: c.src, hop: c.hop, own: c.own})
 	}
-	if len(ms) == 0 {
-		delete(t.dests, c.prefix)
+	t.scratch = next
+	if len(next) == 0 {
+		t.dests.Delete(c.prefix)
 		return
 	}
-	t.dests[c.prefix] = ms
+	t.dests.Set(c.prefix, next)
 }
 
 // hops is what the prefix's set routes to: the next hops of its learned
@@ -113,7 +134,7 @@ func (t *bestTable) apply(c bestChange) {
 // of our own (GoBGP prefers its own path, so then no learned path is
 // best; and a path reflected back to us is our own).
 func (t *bestTable) hops(p netip.Prefix) []netip.Addr {
-	ms := t.dests[p]
+	ms, _ := t.dests.Get(p)
 	switch len(ms) {
 	case 0:
 		return nil
@@ -141,8 +162,8 @@ func (t *bestTable) hops(p netip.Prefix) []netip.Addr {
 
 // routes is every learned prefix with its next hops.
 func (t *bestTable) routes() map[netip.Prefix][]netip.Addr {
-	out := make(map[netip.Prefix][]netip.Addr, len(t.dests))
-	for p := range t.dests {
+	out := make(map[netip.Prefix][]netip.Addr, t.dests.Len())
+	for p := range t.dests.All() {
 		if h := t.hops(p); len(h) > 0 {
 			out[p] = h
 		}

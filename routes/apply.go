@@ -161,10 +161,10 @@ func (t *Table) plan(only []netip.Prefix, resynced bool) []target {
 	t.mergeEventsLocked()
 	if resynced {
 		// The fresh kernel view may differ anywhere.
-		for p := range t.desired {
+		for p := range t.desired.All() {
 			t.dirty[p] = struct{}{}
 		}
-		for p := range t.actual {
+		for p := range t.actual.All() {
 			t.dirty[p] = struct{}{}
 		}
 	}
@@ -173,7 +173,7 @@ func (t *Table) plan(only []netip.Prefix, resynced bool) []target {
 		targets = nil
 	}
 	add := func(p netip.Prefix) {
-		r, ok := t.desired[p]
+		r, ok := t.desired.Get(p)
 		targets = append(targets, target{dst: p, route: r.route(p), desired: ok})
 	}
 	if only != nil {
@@ -236,10 +236,10 @@ func (t *Table) mergeEventsLocked() {
 		}
 		clear(t.linkEvents)
 		if len(gone) > 0 {
-			for p, k := range t.actual {
+			for p, k := range t.actual.All() {
 				for idx := range gone {
 					if k.usesLink(idx) {
-						delete(t.actual, p)
+						t.actual.Delete(p)
 						t.dirty[p] = struct{}{}
 						break
 					}
@@ -247,7 +247,7 @@ func (t *Table) mergeEventsLocked() {
 			}
 		}
 		if len(changed) > 0 {
-			for p, r := range t.desired {
+			for p, r := range t.desired.All() {
 				if r.link != "" && changed[r.link] {
 					t.dirty[p] = struct{}{}
 				}
@@ -255,7 +255,7 @@ func (t *Table) mergeEventsLocked() {
 		}
 	}
 	for p, ev := range t.kernelEvents {
-		have, had := t.actual[p]
+		have, had := t.actual.Get(p)
 		if had && ev.k.priority != have.priority {
 			// Another route of ours at p, with another metric (made by
 			// hand): only a re-read tells what is there; the pass that
@@ -267,9 +267,9 @@ func (t *Table) mergeEventsLocked() {
 			if !had {
 				continue
 			}
-			delete(t.actual, p)
+			t.actual.Delete(p)
 		} else {
-			t.actual[p] = t.hops.kernel(ev.k)
+			t.actual.Set(p, t.hops.kernel(ev.k))
 			if had && sameForwarding(have, ev.k, p.Addr().Is4()) {
 				// The echo of our own write: nothing to reconcile.
 				continue
@@ -325,7 +325,7 @@ func (t *Table) write(ctx context.Context, targets []target, resynced, targeted 
 			return res
 		}
 		p := tg.dst
-		have, hasHave := t.actual[p]
+		have, hasHave := t.actual.Get(p)
 		if !tg.desired {
 			delete(t.pending, p)
 			if hasHave {
@@ -432,7 +432,7 @@ func (b *writeBatch) flush() {
 			switch {
 			case err == nil || errors.Is(err, unix.ESRCH):
 				if !rq.extra {
-					delete(t.actual, p)
+					t.actual.Delete(p)
 				}
 				if err == nil {
 					t.counters.removed.Add(1)
@@ -451,7 +451,7 @@ func (b *writeBatch) flush() {
 		case err == nil:
 			k := rq.k
 			k.priority = writeMetric(p) // as the kernel reports it
-			t.actual[p] = t.hops.kernel(k)
+			t.actual.Set(p, t.hops.kernel(k))
 			if rq.op == OpAdd {
 				t.counters.added.Add(1)
 			} else {

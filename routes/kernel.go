@@ -2,12 +2,15 @@ package routes
 
 import (
 	"cmp"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/calyx-net/calyx/internal/pfxmap"
 )
 
 // nextHop is one gateway of a kernel route; linkIndex 0 means "any".
@@ -28,6 +31,27 @@ type kroute struct {
 	typ       uint8     // unix.RTN_UNICAST or unix.RTN_BLACKHOLE
 	scope     netlink.Scope
 	onlink    bool
+}
+
+// newKernelView makes an empty kernel view, packed as the desired set is.
+func newKernelView() *pfxmap.Map[kroute] { return pfxmap.New(kernelKey, nil) }
+
+// kernelKey encodes a kernel route for sharing; a kroute's hops are
+// replaced, never modified, so none is copied.
+func kernelKey(dst []byte, k kroute) []byte {
+	onlink := byte(0)
+	if k.onlink {
+		onlink = 1
+	}
+	dst = append(dst, k.typ, byte(k.scope), onlink)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(k.linkIndex))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(k.priority))
+	dst = pfxmap.AppendAddr(dst, k.src)
+	for _, h := range k.hops {
+		dst = pfxmap.AppendAddr(dst, h.gw)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(h.linkIndex))
+	}
+	return dst
 }
 
 // wantKernel builds the kernel shape of a valid desired route whose

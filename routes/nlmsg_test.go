@@ -96,7 +96,7 @@ func TestParseRouteMsgMatchesNetlink(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for p, k := range a {
+		for p, k := range a.All() {
 			want[p] = k
 		}
 	}

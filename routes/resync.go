@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/calyx-net/calyx/internal/pfxmap"
 )
 
 // dumpAttempts bounds retries of a dump that the kernel marked interrupted
@@ -17,15 +19,15 @@ const dumpAttempts = 5
 // of the interfaces. Only the apply goroutine calls it (applyMu held).
 func (t *Table) readKernel() error {
 	t.counters.resyncs.Add(1)
-	actual := make(map[netip.Prefix]kroute, len(t.actual))
+	actual := newKernelView()
 	var extras []dupRoute
 	for _, fam := range t.families() {
 		a, e, err := t.readRoutes(fam)
 		if err != nil {
 			return err
 		}
-		for p, k := range a {
-			actual[p] = k
+		for p, k := range a.All() {
+			actual.Set(p, k)
 		}
 		extras = append(extras, e...)
 	}
@@ -56,21 +58,21 @@ func (t *Table) families() []int {
 // family. If two of ours share a destination (a hand-made duplicate with
 // another metric), the one with the lowest metric is kept in view and the
 // others are returned as extras to delete.
-func (t *Table) readRoutes(family int) (map[netip.Prefix]kroute, []dupRoute, error) {
+func (t *Table) readRoutes(family int) (*pfxmap.Map[kroute], []dupRoute, error) {
 	var lastErr error
 	for range dumpAttempts {
-		actual := make(map[netip.Prefix]kroute, len(t.actual))
+		actual := newKernelView()
 		var extras []dupRoute
 		err := t.k.listRoutes(family, t.table, t.opts.Protocol, func(p netip.Prefix, k kroute) {
-			if prev, dup := actual[p]; dup {
+			if prev, dup := actual.Get(p); dup {
 				if k.priority < prev.priority {
 					prev, k = k, prev
-					actual[p] = prev
+					actual.Set(p, prev)
 				}
 				extras = append(extras, dupRoute{dst: p, k: k})
 				return
 			}
-			actual[p] = t.hops.kernel(k)
+			actual.Set(p, t.hops.kernel(k))
 		})
 		if err == nil {
 			return actual, extras, nil
@@ -109,7 +111,7 @@ func (t *Table) KernelGateways() (map[netip.Prefix][]netip.Addr, error) {
 		if err != nil {
 			return nil, err
 		}
-		for p, k := range actual {
+		for p, k := range actual.All() {
 			for _, h := range k.hops {
 				if h.gw.IsValid() {
 					out[p] = append(out[p], h.gw)

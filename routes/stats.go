@@ -25,7 +25,7 @@ type counters struct {
 // Stats returns a snapshot of the counters.
 func (t *Table) Stats() Stats {
 	t.mu.Lock()
-	desired := len(t.desired)
+	desired := t.desired.Len()
 	t.mu.Unlock()
 	c := &t.counters
 	return Stats{

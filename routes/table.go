@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/calyx-net/calyx/internal/pfxmap"
 )
 
 // WriteOp names a kernel write, for the BeforeWrite hook and logs.
@@ -77,7 +79,7 @@ type Table struct {
 	// mu guards the desired state and what the Run loop hands over; it is
 	// never held during kernel I/O, so setters do not wait for an Apply.
 	mu           sync.Mutex
-	desired      map[netip.Prefix]storedRoute
+	desired      *pfxmap.Map[storedRoute]
 	dirty        map[netip.Prefix]struct{}
 	kernelEvents map[netip.Prefix]kernelEvent // the last event of each route since the last apply
 	linkEvents   map[int]linkEvent
@@ -88,7 +90,7 @@ type Table struct {
 
 	// applyMu serializes applies and guards the kernel view below.
 	applyMu   sync.Mutex
-	actual    map[netip.Prefix]kroute
+	actual    *pfxmap.Map[kroute]
 	extras    []dupRoute // our routes shadowed by another of ours at the same prefix
 	links     map[string]linkState
 	linkNames map[int]string
@@ -174,13 +176,13 @@ func newTable(opts Options) (*Table, error) {
 		opts:         opts,
 		table:        table,
 		log:          log.With("component", "routes", "protocol", opts.Protocol, "table", table),
-		desired:      make(map[netip.Prefix]storedRoute),
+		desired:      newDesired(),
 		dirty:        make(map[netip.Prefix]struct{}),
 		kernelEvents: make(map[netip.Prefix]kernelEvent),
 		linkEvents:   make(map[int]linkEvent),
 		needResync:   true,
 		kick:         make(chan struct{}, 1),
-		actual:       make(map[netip.Prefix]kroute),
+		actual:       newKernelView(),
 		links:        make(map[string]linkState),
 		linkNames:    make(map[int]string),
 		pending:      make(map[netip.Prefix]struct{}),
@@ -200,27 +202,27 @@ func (t *Table) Close() {
 // reported in the returned error; the valid ones are set regardless.
 func (t *Table) SetRoutes(routes []Route) error {
 	var errs []error
-	next := make(map[netip.Prefix]storedRoute, len(routes))
+	next := newDesired()
 	for _, r := range routes {
 		if err := r.validate(t.opts.Family); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if _, dup := next[r.Dst]; dup {
+		if next.Has(r.Dst) {
 			errs = append(errs, fmt.Errorf("route %s: destination listed twice", r.Dst))
 			continue
 		}
-		next[r.Dst] = t.store(r)
+		next.Set(r.Dst, t.store(r))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for p, old := range t.desired {
-		if nr, ok := next[p]; !ok || !old.same(nr) {
+	for p, old := range t.desired.All() {
+		if nr, ok := next.Get(p); !ok || !old.same(nr) {
 			t.dirty[p] = struct{}{}
 		}
 	}
-	for p, nr := range next {
-		if old, ok := t.desired[p]; !ok || !old.same(nr) {
+	for p, nr := range next.All() {
+		if old, ok := t.desired.Get(p); !ok || !old.same(nr) {
 			t.dirty[p] = struct{}{}
 		}
 	}
@@ -243,8 +245,7 @@ func (t *Table) UpdateRoutes(set []Route, del []netip.Prefix) error {
 	defer t.mu.Unlock()
 	changed := false
 	for _, p := range del {
-		if _, ok := t.desired[p]; ok {
-			delete(t.desired, p)
+		if t.desired.Delete(p) {
 			t.dirty[p] = struct{}{}
 			changed = true
 		}
@@ -254,8 +255,8 @@ func (t *Table) UpdateRoutes(set []Route, del []netip.Prefix) error {
 			errs = append(errs, err)
 			continue
 		}
-		if old, ok := t.desired[r.Dst]; !ok || !old.is(r) {
-			t.desired[r.Dst] = t.store(r)
+		if old, ok := t.desired.Get(r.Dst); !ok || !old.is(r) {
+			t.desired.Set(r.Dst, t.store(r))
 			t.dirty[r.Dst] = struct{}{}
 			changed = true
 		}
@@ -273,8 +274,8 @@ func (t *Table) SetRoute(r Route) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.desired[r.Dst]; !ok || !old.is(r) {
-		t.desired[r.Dst] = t.store(r)
+	if old, ok := t.desired.Get(r.Dst); !ok || !old.is(r) {
+		t.desired.Set(r.Dst, t.store(r))
 		t.dirty[r.Dst] = struct{}{}
 		t.poke()
 	}
@@ -285,8 +286,7 @@ func (t *Table) SetRoute(r Route) error {
 func (t *Table) DeleteRoute(dst netip.Prefix) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.desired[dst]; ok {
-		delete(t.desired, dst)
+	if t.desired.Delete(dst) {
 		t.dirty[dst] = struct{}{}
 		t.poke()
 	}
@@ -296,8 +296,8 @@ func (t *Table) DeleteRoute(dst netip.Prefix) {
 func (t *Table) Routes() []Route {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Route, 0, len(t.desired))
-	for p, r := range t.desired {
+	out := make([]Route, 0, t.desired.Len())
+	for p, r := range t.desired.All() {
 		out = append(out, r.route(p).clone())
 	}
 	return out
@@ -312,14 +312,28 @@ func (t *Table) InSync() bool {
 }
 
 // storedRoute is a desired route as the table keeps it: the destination
-// is the map's key and the type one byte, and single next hops are shared
-// (hopCache), so a 100k-route set takes about half the memory it would as
-// Routes.
+// is the map's key and the type one byte. The desired set is packed
+// (pfxmap): 100k routes learned through one gateway share one storedRoute,
+// each holding 12 bytes or so instead of a 32-byte key and the value.
 type storedRoute struct {
 	link string
 	hops []netip.Addr
 	src  netip.Addr
 	typ  uint8
+}
+
+func newDesired() *pfxmap.Map[storedRoute] { return pfxmap.New(storedKey, nil) }
+
+// storedKey encodes a stored route for sharing: its slices are never
+// modified once stored (store copies them), so none is copied again.
+func storedKey(dst []byte, s storedRoute) []byte {
+	dst = append(dst, s.typ, byte(len(s.link)))
+	dst = append(dst, s.link...)
+	dst = pfxmap.AppendAddr(dst, s.src)
+	for _, h := range s.hops {
+		dst = pfxmap.AppendAddr(dst, h)
+	}
+	return dst
 }
 
 // store converts a valid route for keeping.

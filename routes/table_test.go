@@ -318,7 +318,7 @@ func TestTableApplyRouteWritesOnlyThatRoute(t *testing.T) {
 }
 
 func TestTableRejectsBadRoutes(t *testing.T) {
-	tbl := &Table{opts: Options{Family: FamilyBoth}, desired: map[netip.Prefix]storedRoute{}, dirty: map[netip.Prefix]struct{}{}}
+	tbl := &Table{opts: Options{Family: FamilyBoth}, desired: newDesired(), dirty: map[netip.Prefix]struct{}{}}
 	bad := []Route{
 		{Type: RouteDevice, LinkName: "cxa0"},
 		dev("10.0.0.1/24", "cxa0"),
