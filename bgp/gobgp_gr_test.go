@@ -91,9 +91,20 @@ func TestGoBGPGracefulRestart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("restarted A: initial sync not done")
 	}
-	if err := routesEqual(a2.subscribed(), routes("10.244.2.0/26", addrs(b.addr))); err != nil {
-		t.Errorf("restarted A at initial sync: %v", err)
+	// At the initial sync the RIB holds what B re-sent before its
+	// End-of-RIB (the agent's sweep reads the RIB for this reason); the
+	// subscription, fed by a watch of its own, may deliver it a moment
+	// later.
+	learnedAtSync, err := a2.Learned(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := routesEqual(learnedAtSync, routes("10.244.2.0/26", addrs(b.addr))); err != nil {
+		t.Errorf("restarted A's RIB at initial sync: %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, "restarted A's subscriber gets B's route", func() error {
+		return routesEqual(a2.subscribed(), routes("10.244.2.0/26", addrs(b.addr)))
+	})
 	testutil.Eventually(t, 10*time.Second, "B keeps the re-announced route, drops the other", func() error {
 		return routesEqual(b.subscribed(), routes("10.244.1.0/26", addrs(a.addr)))
 	})
