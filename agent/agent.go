@@ -58,7 +58,7 @@ type Agent struct {
 	state        *clusterState
 	pendingAdd   map[string]*datastore.WorkloadEndpoint // written by CNI ADD, not yet seen by the syncer
 	pendingDel   map[string]bool                        // deleted by CNI DEL, not yet seen by the syncer
-	learnedPaths map[netip.Prefix][]netip.Addr
+	learnedPaths *learnedPaths
 	learnedSync  learnedSync // which learned prefixes the table has yet to hear of
 	lastPeers    []bgp.Peer
 	lastPolicy   bgp.Policy
@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	a := &Agent{
 		cfg: cfg, log: log, node: cfg.NodeName, startedAt: time.Now(),
 		state: newClusterState(cfg.NodeName), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{},
-		learnedPaths: map[netip.Prefix][]netip.Addr{},
+		learnedPaths: newLearnedPaths(nil),
 		synced:       make(chan struct{}), kick: make(chan struct{}, 1),
 	}
 	a.opts.dataplaneStall = dataplaneStall

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"iter"
 	"net/netip"
 	"slices"
 	"sort"
@@ -114,12 +115,12 @@ func desiredAdvertisements(node string, nh4, nh6 netip.Addr, local map[string]*d
 // owned block (an address another node borrowed from it) are installed:
 // longest-prefix match keeps each where it belongs. The order is the map's:
 // the table keys routes by destination.
-func learnedRoutes(learned map[netip.Prefix][]netip.Addr, own []routes.Route, self []netip.Addr) []routes.Route {
+func learnedRoutes(learned iter.Seq2[netip.Prefix, []netip.Addr], own []routes.Route, self []netip.Addr) []routes.Route {
 	mine := make(map[netip.Prefix]struct{}, len(own))
 	for _, r := range own {
 		mine[r.Dst] = struct{}{}
 	}
-	out := make([]routes.Route, 0, len(learned))
+	var out []routes.Route
 	for p, hops := range learned {
 		if r, ok := learnedRoute(p, hops, mine, self); ok {
 			out = append(out, r)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -113,7 +114,7 @@ func TestLearnedRoutesNeverOverrideOwn(t *testing.T) {
 		pfx("10.244.4.0/26"): {addr("198.18.0.1")},                     // next hop is ourselves: skipped
 		pfx("10.244.5.0/26"): {},                                       // withdrawn
 	}
-	got := learnedRoutes(learned, own, []netip.Addr{addr("198.18.0.1")})
+	got := learnedRoutes(maps.All(learned), own, []netip.Addr{addr("198.18.0.1")})
 	// The table keys routes by destination: the order is not part of it.
 	sort.Slice(got, func(i, j int) bool { return prefixLess(got[i].Dst, got[j].Dst) })
 	var dsts []netip.Prefix

@@ -1,13 +1,35 @@
 package agent
 
 import (
-	"maps"
+	"iter"
 	"net/netip"
 	"slices"
 
 	"github.com/calyx-net/calyx/bgp"
+	"github.com/calyx-net/calyx/internal/pfxmap"
 	"github.com/calyx-net/calyx/routes"
 )
+
+// learnedPaths are the learned best paths, prefix to next hops, packed
+// (pfxmap): the 100k prefixes of one ToR share one next-hop set. The
+// next-hop slices are shared and never modified.
+type learnedPaths = pfxmap.Map[[]netip.Addr]
+
+// newLearnedPaths packs m (a RIB read, or nothing).
+func newLearnedPaths(m map[netip.Prefix][]netip.Addr) *learnedPaths {
+	out := pfxmap.New(hopsKey, nil)
+	for p, hops := range m {
+		out.Set(p, hops)
+	}
+	return out
+}
+
+func hopsKey(dst []byte, hops []netip.Addr) []byte {
+	for _, h := range hops {
+		dst = pfxmap.AppendAddr(dst, h)
+	}
+	return dst
+}
 
 // learnedSync tracks which learned prefixes changed since their routes were
 // last handed to the learned-route table. BGP delivers its changes in small
@@ -64,22 +86,22 @@ func (s *learnedSync) forget() { s.synced = false }
 
 // mergeLearned folds a batch of best-path changes into paths and marks the
 // prefixes whose next hops really changed.
-func (s *learnedSync) mergeLearned(paths map[netip.Prefix][]netip.Addr, u bgp.LearnedUpdate) {
+func (s *learnedSync) mergeLearned(paths *learnedPaths, u bgp.LearnedUpdate) {
 	for p, hops := range u.Routes {
 		if s.window != nil {
 			s.window[p] = struct{}{}
 		}
-		old, had := paths[p]
+		old, had := paths.Get(p)
 		switch {
 		case len(hops) == 0:
 			if !had {
 				continue
 			}
-			delete(paths, p)
+			paths.Delete(p)
 		case had && slices.Equal(old, hops):
 			continue
 		default:
-			paths[p] = hops
+			paths.Set(p, hops)
 		}
 		s.mark(p)
 	}
@@ -98,9 +120,9 @@ func (s *learnedSync) beginRIBRead() { s.window = map[netip.Prefix]struct{}{} }
 // Whatever the read has that the subscription has not delivered yet is
 // still on its way through the subscription. It reports whether anything
 // differed.
-func (s *learnedSync) endRIBRead(paths, rib map[netip.Prefix][]netip.Addr) bool {
+func (s *learnedSync) endRIBRead(paths *learnedPaths, rib map[netip.Prefix][]netip.Addr) bool {
 	for p := range s.window {
-		if hops, ok := paths[p]; ok {
+		if hops, ok := paths.Get(p); ok {
 			rib[p] = hops
 		} else {
 			delete(rib, p)
@@ -115,21 +137,38 @@ func (s *learnedSync) abortRIBRead() { s.window = nil }
 
 // replaceLearned marks every prefix whose paths differ between old and
 // next (a reconcile against the RIB) and reports whether any did.
-func (s *learnedSync) replaceLearned(old, next map[netip.Prefix][]netip.Addr) bool {
+func (s *learnedSync) replaceLearned(old *learnedPaths, next map[netip.Prefix][]netip.Addr) bool {
 	changed := false
 	for p, hops := range next {
-		if o, ok := old[p]; !ok || !slices.Equal(o, hops) {
+		if o, ok := old.Get(p); !ok || !slices.Equal(o, hops) {
 			s.mark(p)
 			changed = true
 		}
 	}
-	for p := range old {
+	for p := range old.All() {
 		if _, ok := next[p]; !ok {
 			s.mark(p)
 			changed = true
 		}
 	}
 	return changed
+}
+
+// allLearned yields the learned paths and the kept ones that BGP has not
+// learned again (what BGP says now wins).
+func allLearned(paths *learnedPaths, kept map[netip.Prefix][]netip.Addr) iter.Seq2[netip.Prefix, []netip.Addr] {
+	return func(yield func(netip.Prefix, []netip.Addr) bool) {
+		for p, hops := range kept {
+			if !paths.Has(p) && !yield(p, hops) {
+				return
+			}
+		}
+		for p, hops := range paths.All() {
+			if !yield(p, hops) {
+				return
+			}
+		}
+	}
 }
 
 // markAll marks every prefix of m (routes kept over a restart, when they
@@ -154,22 +193,16 @@ func (h learnedHandover) empty() bool { return !h.full && len(h.routes) == 0 && 
 // the marked prefixes, plus those of prefixes that became or stopped being
 // the node's own. paths are the learned paths, kept the ones kept over a
 // restart (paths win over kept).
-func (s *learnedSync) handover(paths, kept map[netip.Prefix][]netip.Addr, own []routes.Route, self []netip.Addr) learnedHandover {
+func (s *learnedSync) handover(paths *learnedPaths, kept map[netip.Prefix][]netip.Addr, own []routes.Route, self []netip.Addr) learnedHandover {
 	ownNow := make(map[netip.Prefix]struct{}, len(own))
 	for _, r := range own {
 		ownNow[r.Dst] = struct{}{}
 	}
 	selfNow := slices.DeleteFunc(slices.Clone(self), func(a netip.Addr) bool { return !a.IsValid() })
 	if !s.synced || !slices.Equal(selfNow, s.self) {
-		all := paths
-		if len(kept) > 0 {
-			all = make(map[netip.Prefix][]netip.Addr, len(kept)+len(paths))
-			maps.Copy(all, kept)
-			maps.Copy(all, paths) // what BGP says now wins
-		}
 		s.own, s.self, s.synced = ownNow, selfNow, true
 		s.resetDirty()
-		return learnedHandover{full: true, routes: learnedRoutes(all, own, selfNow)}
+		return learnedHandover{full: true, routes: learnedRoutes(allLearned(paths, kept), own, selfNow)}
 	}
 	for p := range ownNow {
 		if _, was := s.own[p]; !was {
@@ -189,7 +222,7 @@ func (s *learnedSync) handover(paths, kept map[netip.Prefix][]netip.Addr, own []
 // own destinations and addresses of the last handover: what a change of
 // learned paths alone needs. Before the first full handover it hands over
 // nothing (that one will carry everything).
-func (s *learnedSync) handoverMarked(paths, kept map[netip.Prefix][]netip.Addr) learnedHandover {
+func (s *learnedSync) handoverMarked(paths *learnedPaths, kept map[netip.Prefix][]netip.Addr) learnedHandover {
 	var h learnedHandover
 	if !s.synced || len(s.dirty) == 0 {
 		return h
@@ -199,7 +232,7 @@ func (s *learnedSync) handoverMarked(paths, kept map[netip.Prefix][]netip.Addr) 
 	}
 	h.routes, h.deletes = s.routes[:0], s.deletes[:0]
 	for p := range s.dirty {
-		hops, ok := paths[p]
+		hops, ok := paths.Get(p)
 		if !ok {
 			hops = kept[p]
 		}

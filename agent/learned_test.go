@@ -18,10 +18,10 @@ import (
 var selfAddrs = []netip.Addr{addr("198.18.0.1"), {}}
 
 // bigLearned is n learned /32s via one next hop.
-func bigLearned(n int, via string) map[netip.Prefix][]netip.Addr {
-	m := make(map[netip.Prefix][]netip.Addr, n)
+func bigLearned(n int, via string) *learnedPaths {
+	m := newLearnedPaths(nil)
 	for i := range n {
-		m[netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 32)] = []netip.Addr{addr(via)}
+		m.Set(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)}), 32), []netip.Addr{addr(via)})
 	}
 	return m
 }
@@ -115,7 +115,7 @@ func TestLearnedSyncFollowsOwnRoutes(t *testing.T) {
 
 func TestLearnedSyncKeptRoutesAndReconcile(t *testing.T) {
 	var s learnedSync
-	paths := map[netip.Prefix][]netip.Addr{}
+	paths := newLearnedPaths(nil)
 	s.handover(paths, nil, nil, selfAddrs)
 
 	// Routes kept over a restart arrive, then BGP re-learns one of them.
@@ -141,10 +141,10 @@ func TestLearnedSyncKeptRoutesAndReconcile(t *testing.T) {
 		t.Fatal("reconcile found no difference")
 	}
 	s.forget()
-	if h := s.handover(rib, nil, nil, selfAddrs); !h.full || len(h.routes) != 2 {
+	if h := s.handover(newLearnedPaths(rib), nil, nil, selfAddrs); !h.full || len(h.routes) != 2 {
 		t.Fatalf("after reconcile: %+v, want a full set of 2", h)
 	}
-	if s.replaceLearned(rib, map[netip.Prefix][]netip.Addr{pfx("10.1.0.0/24"): {addr("198.18.0.3")}, pfx("10.3.0.0/24"): {addr("198.18.0.4")}}) {
+	if s.replaceLearned(newLearnedPaths(rib), map[netip.Prefix][]netip.Addr{pfx("10.1.0.0/24"): {addr("198.18.0.3")}, pfx("10.3.0.0/24"): {addr("198.18.0.4")}}) {
 		t.Fatal("an equal RIB counted as a difference")
 	}
 }
@@ -216,7 +216,7 @@ func TestLearnedChangeOfOnePrefixWritesOneRoute(t *testing.T) {
 // send it again (the read came from a watch of its own, and may be older).
 func TestLearnedSyncRIBReadKeepsWhatArrivedMeanwhile(t *testing.T) {
 	var s learnedSync
-	paths := map[netip.Prefix][]netip.Addr{pfx("10.244.1.0/26"): {addr("198.18.0.2")}, pfx("10.244.3.0/26"): {addr("198.18.0.4")}}
+	paths := newLearnedPaths(map[netip.Prefix][]netip.Addr{pfx("10.244.1.0/26"): {addr("198.18.0.2")}, pfx("10.244.3.0/26"): {addr("198.18.0.4")}})
 	s.handover(paths, nil, nil, selfAddrs)
 
 	s.beginRIBRead()
@@ -236,10 +236,11 @@ func TestLearnedSyncRIBReadKeepsWhatArrivedMeanwhile(t *testing.T) {
 	}
 	// Outside a read nothing is recorded, and a read that the subscription
 	// did not overtake is taken as it is.
-	s.mergeLearned(rib, update("10.244.4.0/26", []string{"198.18.0.5"}))
+	paths = newLearnedPaths(rib)
+	s.mergeLearned(paths, update("10.244.4.0/26", []string{"198.18.0.5"}))
 	s.beginRIBRead()
 	fresh := map[netip.Prefix][]netip.Addr{pfx("10.244.9.0/26"): {addr("198.18.0.9")}}
-	if !s.endRIBRead(rib, fresh) || len(fresh) != 1 {
+	if !s.endRIBRead(paths, fresh) || len(fresh) != 1 {
 		t.Errorf("a read with nothing delivered meanwhile: %v", fresh)
 	}
 }

@@ -325,11 +325,11 @@ func (a *Agent) sweepKeptLearned(ctx context.Context) {
 	a.mu.Lock()
 	if err == nil {
 		a.learnedSync.endRIBRead(a.learnedPaths, paths)
-		a.learnedPaths = paths
+		a.learnedPaths = newLearnedPaths(paths)
 	}
 	stale := 0
 	for p := range a.keptLearned {
-		if _, still := a.learnedPaths[p]; !still {
+		if !a.learnedPaths.Has(p) {
 			stale++
 		}
 	}
@@ -390,7 +390,7 @@ func (a *Agent) reconcileLearned(ctx context.Context) {
 	}
 	a.mu.Lock()
 	changed := a.learnedSync.endRIBRead(a.learnedPaths, paths)
-	a.learnedPaths = paths
+	a.learnedPaths = newLearnedPaths(paths)
 	// Hand the whole set over now and then, so that no slip of the
 	// incremental bookkeeping can outlive a reconcile.
 	a.learnedSync.forget()
