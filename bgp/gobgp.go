@@ -39,9 +39,10 @@ type goBGP struct {
 	policyDone string                // policyKey of what is installed
 	peerDone   map[netip.Addr]string // peerKey of each peer in it
 	// ctx lives from Start to Close; the watches hang off it.
-	ctx    context.Context
-	cancel context.CancelFunc
-	sync   *syncTracker
+	ctx      context.Context
+	cancel   context.CancelFunc
+	sync     *syncTracker
+	peerList *peerCache // GoBGP's peer list, shared by PeerStatus and sync
 }
 
 // NewGoBGP returns a Speaker backed by an embedded GoBGP server. It does
@@ -55,7 +56,8 @@ func NewGoBGP(logger *slog.Logger) Speaker {
 		peers: map[netip.Addr]Peer{},
 		advs:  map[netip.Prefix]advertised{},
 	}
-	b.sync = newSyncTracker(logger)
+	b.peerList = &peerCache{}
+	b.sync = newSyncTracker(logger, b.peerList)
 	return b
 }
 

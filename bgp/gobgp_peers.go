@@ -73,6 +73,7 @@ func (b *goBGP) SetPeers(ctx context.Context, peers []Peer) error {
 		b.log.Info("bgp peer added", "peer", hostPort(addr, w.port()), "as", w.ASN, "type", w.Type,
 			"rrClient", w.RouteReflectorClient, "md5", w.Password != "", "description", w.Description)
 	}
+	b.peerList.invalidate()
 	b.sync.peersChanged(b.peerAddrsLocked())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bgp set peers: %w", err)

@@ -1,10 +1,13 @@
 package bgp
 
 import (
+	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/server"
 )
 
 // A dual-stack speaker configures both families on every session; a peer
@@ -65,5 +68,43 @@ func TestOriginatedToFollowsExportFilters(t *testing.T) {
 	}
 	if n := originatedTo(pol, &Peer{Type: PeerMesh}, own, fams); n != 3 {
 		t.Errorf("without filters: %d advertised, want 3", n)
+	}
+}
+
+// The peer list of a large table is reused until a session changes or its
+// time is up; a small table's is never reused.
+func TestPeerCacheReusesOnlyCostlyLists(t *testing.T) {
+	srv := server.NewBgpServer()
+	go srv.Serve()
+	defer srv.Stop()
+	ctx := context.Background()
+	held := map[netip.Addr]*api.Peer{netip.MustParseAddr("198.18.0.2"): {}}
+	fill := func(c *peerCache, took, age time.Duration) {
+		c.peers, c.atGen, c.took, c.at = held, c.gen.Load(), took, time.Now().Add(-age)
+	}
+	reused := func(c *peerCache) bool {
+		got, err := c.list(ctx, srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(got) == 1 // GoBGP itself has no peers
+	}
+	var c peerCache
+	fill(&c, 300*time.Millisecond, time.Second)
+	if !reused(&c) {
+		t.Error("a list that cost 300 ms, taken 1 s ago, was not reused")
+	}
+	fill(&c, 300*time.Millisecond, time.Second)
+	c.invalidate() // a session changed state
+	if reused(&c) {
+		t.Error("the list was reused after a peer event")
+	}
+	fill(&c, time.Millisecond, 0)
+	if reused(&c) {
+		t.Error("a list that cost 1 ms was reused")
+	}
+	fill(&c, 300*time.Millisecond, 31*time.Second)
+	if reused(&c) {
+		t.Error("a list older than maxPeerCacheAge was reused")
 	}
 }

@@ -24,22 +24,24 @@ import (
 // that restart too (so that neither waits for the other before sending),
 // and such a peer's routes have not arrived yet.
 type syncTracker struct {
-	log  *slog.Logger
-	done chan struct{}
-	once sync.Once
-	kick chan struct{}
+	log   *slog.Logger
+	peers *peerCache // the peer events invalidate it
+	done  chan struct{}
+	once  sync.Once
+	kick  chan struct{}
 
 	mu      sync.Mutex
 	known   bool // SetPeers was called: the peer set is meaningful
-	peers   []netip.Addr
+	addrs   []netip.Addr
 	eor     map[netip.Addr]map[Family]bool // End-of-RIBs of the current session
 	running bool
 	stopped chan struct{}
 }
 
-func newSyncTracker(log *slog.Logger) *syncTracker {
+func newSyncTracker(log *slog.Logger, peers *peerCache) *syncTracker {
 	return &syncTracker{
 		log:     log,
+		peers:   peers,
 		done:    make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		eor:     map[netip.Addr]map[Family]bool{},
@@ -65,6 +67,7 @@ func (t *syncTracker) start(ctx context.Context, srv *server.BgpServer, deadline
 // through one watch, in order, so a session's End-of-RIB never precedes
 // its Established.
 func (t *syncTracker) onPeer(pe *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	t.peers.invalidate()
 	if pe.Type != apiutil.PEER_EVENT_STATE && pe.Type != apiutil.PEER_EVENT_INIT {
 		return
 	}
@@ -108,7 +111,7 @@ func (t *syncTracker) poke() {
 
 func (t *syncTracker) peersChanged(peers []netip.Addr) {
 	t.mu.Lock()
-	t.known, t.peers = true, peers
+	t.known, t.addrs = true, peers
 	t.mu.Unlock()
 	t.poke()
 }
@@ -165,7 +168,7 @@ func (t *syncTracker) finish(why string, started time.Time, waiting []string) {
 func (t *syncTracker) evaluate(ctx context.Context, srv *server.BgpServer) (bool, []string) {
 	t.mu.Lock()
 	known := t.known
-	peers := append([]netip.Addr(nil), t.peers...)
+	peers := append([]netip.Addr(nil), t.addrs...)
 	eor := make(map[netip.Addr]map[Family]bool, len(t.eor))
 	for a, m := range t.eor {
 		c := make(map[Family]bool, len(m))
@@ -178,12 +181,9 @@ func (t *syncTracker) evaluate(ctx context.Context, srv *server.BgpServer) (bool
 	if !known {
 		return false, []string{"peer configuration"}
 	}
-	state := map[netip.Addr]*api.Peer{}
-	err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-		if a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress()); err == nil {
-			state[a.Unmap()] = p
-		}
-	})
+	// Through the cache: this runs every second and on every event until
+	// the sync is done, while a peer may be sending 100k prefixes.
+	state, err := t.peers.list(ctx, srv)
 	if err != nil {
 		return false, []string{"peer state: " + err.Error()}
 	}
