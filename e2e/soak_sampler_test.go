@@ -2,11 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -175,26 +174,11 @@ func (m soakMetrics) value(name string) float64 {
 
 // soakScrapeMetrics GETs /metrics from addr inside target's namespace.
 func soakScrapeMetrics(ctx context.Context, l *lab.Lab, target, addr string) (soakMetrics, error) {
-	tr := &http.Transport{
-		DialContext:       func(ctx context.Context, _, a string) (net.Conn, error) { return l.Dial(ctx, target, a) },
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	body, err := l.HTTPGet(ctx, target, addr, "/metrics")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("metrics of %s: %w", target, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("metrics of %s: %s", target, resp.Status)
-	}
-	return soakParseMetrics(resp.Body)
+	return soakParseMetrics(bytes.NewReader(body))
 }
 
 // soakParseMetrics reads the Prometheus text format: name{k="v",...} value.

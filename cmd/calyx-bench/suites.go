@@ -8,6 +8,7 @@ import (
 	"github.com/calyx-net/calyx/bench/kubebench"
 	"github.com/calyx-net/calyx/bench/netbench"
 	"github.com/calyx-net/calyx/bench/policybench"
+	"github.com/calyx-net/calyx/bench/scalebench"
 )
 
 // suites run in this order; each measures itself beside its peer.
@@ -19,4 +20,5 @@ var suites = []suite{
 	{"footprint", footbench.Run},
 	{"bgp", bgpbench.Run},
 	{"kube", kubebench.Run},
+	{"scale", scalebench.Run},
 }
