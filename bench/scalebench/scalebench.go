@@ -96,6 +96,9 @@ func measure(ctx context.Context, sz sizes, log *slog.Logger) (figs []bench.Figu
 	return figs, errors.Join(errs...)
 }
 
+// testHookLabUp lets the test see each lab once it is up.
+var testHookLabUp func(*lab.Lab)
+
 // withLab brings up a lab of opts, runs fn with it and the time Up took,
 // and tears it down whatever happens.
 func withLab(ctx context.Context, opts lab.Options, log *slog.Logger, fn func(l *lab.Lab, upTook time.Duration) error) (err error) {
@@ -106,6 +109,9 @@ func withLab(ctx context.Context, opts lab.Options, log *slog.Logger, fn func(l 
 		return fmt.Errorf("lab up: %w", err)
 	}
 	upTook := time.Since(start)
+	if testHookLabUp != nil {
+		testHookLabUp(l)
+	}
 	defer func() {
 		if downErr := l.Teardown(); downErr != nil {
 			err = errors.Join(err, fmt.Errorf("removing the lab in %s: %w", opts.Dir, downErr))
