@@ -161,6 +161,14 @@ func printStatus(ctx context.Context, l *lab.Lab, w io.Writer) {
 		fmt.Fprintln(w)
 	}
 
+	if o.Kubernetes {
+		fmt.Fprintf(w, "kubernetes %s (CA %s/pki/ca.crt, kubeconfigs in %s/kube): kube-apiserver %s", lab.KubeAPIServerURL, l.Dir(), l.Dir(), procState(lab.KubeAPIServerBinary))
+		for i := 1; i <= o.KubeControllers; i++ {
+			fmt.Fprintf(w, ", %s %s", lab.KubeControllersName(i), procState(lab.KubeControllersName(i)))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tADDRESS\tAGENT\tREADY\tBGP PEERS")
 	for _, h := range l.Hosts() {
