@@ -253,3 +253,46 @@ func TestControllersNodeRemoval(t *testing.T) {
 		t.Errorf("%d blocks left after the node went: %+v", n, usage.Blocks)
 	}
 }
+
+// TestApplyOwnedNeverOverwritesAUsersResource: with the controllers'
+// etcd view behind (it has not seen the user's Policy yet), a translated
+// Policy of the same name is not written over the user's; once the view
+// caught up, it is left alone for good. (An unconditional write did
+// overwrite it, which made TestControllersPolicyLifecycle flaky.)
+func TestApplyOwnedNeverOverwritesAUsersResource(t *testing.T) {
+	e := etcdtest.Start(t)
+	ds := datastore.NewClientFromEtcd(e.Client(t))
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	c := New(Config{Kube: fake.NewClientset(), Datastore: ds, IPAM: ipam.New(ds, log), Log: log}) // not running: its view stays empty
+	user, _ := datastore.NewResource(datastore.KindPolicy)
+	user.GetMeta().Name = "knp.x.mine"
+	user.(*datastore.Policy).Spec.Selector = `app == "mine"`
+	if _, err := ds.Apply(ctx, user); err != nil {
+		t.Fatal(err)
+	}
+	want, err := TranslatePolicy(np2("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote, err := c.applyOwned(ctx, want)
+	if wrote || err == nil {
+		t.Errorf("applyOwned over a user's Policy unseen by the view = %v, %v; want not written and an error (retry)", wrote, err)
+	}
+	if wrote, err = c.applyOwned(ctx, want); wrote || err != nil {
+		t.Errorf("applyOwned once the view has the user's Policy = %v, %v; want left alone", wrote, err)
+	}
+	r, err := ds.Get(ctx, datastore.KindPolicy, "knp.x.mine")
+	if err != nil || owned(r) || r.(*datastore.Policy).Spec.Selector != `app == "mine"` {
+		t.Errorf("the user's Policy was changed: %+v %v", r, err)
+	}
+
+	// A Calyx Node event queues the node controller (a Node that shows
+	// up after its Kubernetes Node was deleted must still go).
+	n, _ := datastore.NewResource(datastore.KindNode)
+	n.GetMeta().Name = "n9"
+	c.onEtcdChange(n)
+	if got := c.queues[ctrlNode].q.Len(); got != 1 {
+		t.Errorf("a Node event queued %d node reconciles, want 1", got)
+	}
+}
