@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -75,7 +75,7 @@ func (a *Agent) attachmentOf(inv *apipb.Invocation) (attachment, error) {
 	name := datastore.WorkloadEndpointName(a.node, inv.ContainerId, ifName)
 	return attachment{
 		containerID: inv.ContainerId, ifName: ifName, netns: inv.Netns,
-		endpoint: name, hostIf: veth.HostInterfaceName(name), handle: ipam.HandleID(inv.ContainerId, ifName),
+		endpoint: name, hostIf: veth.HostInterfaceName(name), handle: ipam.AttachmentHandle(a.node, inv.ContainerId, ifName),
 	}, nil
 }
 
@@ -116,8 +116,8 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	if at.netns == "" {
 		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS is empty")
 	}
-	if _, statErr := os.Stat(at.netns); statErr != nil {
-		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS %s: %v", at.netns, statErr)
+	if err := checkTargetNetns(at.netns); err != nil {
+		return nil, err
 	}
 	meta, err := a.endpointMetaOf(ctx, inv)
 	if err != nil {
@@ -139,6 +139,9 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		}
 		log.Info("repeated ADD for a broken endpoint; rebuilding it", "problem", cerr)
 		rebuild = true
+	}
+	if err := checkTargetIfName(at, rebuild); err != nil {
+		return nil, err
 	}
 
 	var undo undoStack
@@ -333,11 +336,19 @@ func ipamError(err error) error {
 	return datastoreError("allocating addresses", err)
 }
 
-// endpointLabels: the runtime's labels plus the automatic ones.
+// endpointLabels: the runtime's labels plus the automatic ones. A
+// reserved label (calyx.dev/…, pcns.…) from the runtime is refused: those
+// are what policy trusts to say which node, namespace, pod and service
+// account a workload is, so a runtime's or a CNI caller's say must not
+// forge them. Automatic values too long for a label get a hashed value.
 func (a *Agent) endpointLabels(inv *apipb.Invocation) (map[string]string, error) {
 	labels := map[string]string{}
 	var problems []string
 	for k, v := range inv.GetLabels() {
+		if datastore.IsReservedLabel(k) {
+			problems = append(problems, fmt.Sprintf("label %q is reserved (only Calyx sets %s* and %s* labels)", k, datastore.ReservedLabelPrefix, datastore.NamespaceLabelPrefix))
+			continue
+		}
 		if err := datastore.ValidateLabel(k, v); err != nil {
 			problems = append(problems, err.Error())
 			continue
@@ -345,21 +356,33 @@ func (a *Agent) endpointLabels(inv *apipb.Invocation) (map[string]string, error)
 		labels[k] = v
 	}
 	if len(problems) > 0 {
+		sort.Strings(problems)
 		return nil, apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidNetworkConfig, "runtimeConfig.labels: %s", strings.Join(problems, "; "))
 	}
-	labels[datastore.LabelNode] = a.node
+	if err := reservedCNIArgs(inv.GetArgs().GetRaw()); err != nil {
+		return nil, err
+	}
+	labels[datastore.LabelNode] = datastore.LabelValue(a.node)
 	if ns := inv.GetArgs().GetK8SPodNamespace(); ns != "" {
-		labels[datastore.LabelNamespace] = ns
+		labels[datastore.LabelNamespace] = datastore.LabelValue(ns)
 	}
 	if pod := inv.GetArgs().GetK8SPodName(); pod != "" {
-		labels[datastore.LabelPod] = pod
-	}
-	for k, v := range labels {
-		if datastore.ValidateLabel(k, v) != nil {
-			delete(labels, k) // a pod name too long for a label value
-		}
+		labels[datastore.LabelPod] = datastore.LabelValue(pod)
 	}
 	return labels, nil
+}
+
+// reservedCNIArgs refuses a CNI_ARGS key that names a reserved label:
+// CNI_ARGS never sets labels, and a caller who tries to set calyx.dev/…
+// that way is told so rather than ignored.
+func reservedCNIArgs(raw string) error {
+	for pair := range strings.SplitSeq(raw, ";") {
+		key, _, _ := strings.Cut(pair, "=")
+		if datastore.IsReservedLabel(key) {
+			return apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_ARGS: %q is a reserved label (only Calyx sets %s* labels; CNI_ARGS sets no labels)", key, datastore.ReservedLabelPrefix)
+		}
+	}
+	return nil
 }
 
 func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, meta endpointMeta, addrs []netip.Prefix) *datastore.WorkloadEndpoint {
@@ -445,7 +468,7 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		// refused, so at most our own addresses are left to release.
 		a.log.Warn("DEL for a container whose endpoint name belongs to another; releasing only its addresses",
 			"container", shortID(at.containerID), "endpoint", at.endpoint, "owner", shortID(w.Spec.ContainerID))
-		if err := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) }); err != nil {
+		if err := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.releaseAttachment(ctx, at) }); err != nil {
 			return datastoreError("releasing addresses of "+at.handle, err)
 		}
 		return nil
@@ -478,7 +501,7 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 			return a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint)
 		})
 	}()
-	relErr := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
+	relErr := withDatastoreTimeout(ctx, func(ctx context.Context) error { return a.releaseAttachment(ctx, at) })
 	delErr := <-deleted
 	if relErr != nil {
 		return datastoreError("releasing addresses of "+at.handle, relErr)
@@ -488,6 +511,14 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 	}
 	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint)
 	return nil
+}
+
+// releaseAttachment frees the attachment's addresses: its node-scoped
+// handle, and a legacy handle (container.ifname, from before handles were
+// node-scoped) only when the legacy record says it is this node's, so a
+// DEL never frees another node's container of the same ID.
+func (a *Agent) releaseAttachment(ctx context.Context, at attachment) error {
+	return a.ipam.ReleaseAttachment(ctx, a.node, at.containerID, at.ifName)
 }
 
 // Check verifies the attachment in the workload's namespace and on the
@@ -583,7 +614,7 @@ func (s *cniServer) GC(ctx context.Context, req *apipb.GCRequest) (reply *apipb.
 	var errs []string
 	for _, w := range stale {
 		at := attachment{containerID: w.Spec.ContainerID, ifName: w.Spec.ContainerInterface, endpoint: w.Metadata.Name,
-			hostIf: w.Spec.InterfaceName, handle: ipam.HandleID(w.Spec.ContainerID, w.Spec.ContainerInterface)}
+			hostIf: w.Spec.InterfaceName, handle: ipam.AttachmentHandle(a.node, w.Spec.ContainerID, w.Spec.ContainerInterface)}
 		unlock, err := s.lockAttachment(ctx, at)
 		if err != nil {
 			errs = append(errs, err.Error())

@@ -451,7 +451,7 @@ func (h *host) workloadNamed(suffix, containerID, ifName string) *workload {
 	ep := datastore.WorkloadEndpointName(nodeName, containerID, ifName)
 	return &workload{
 		name: h.prefix + "-w" + suffix, containerID: containerID, ifName: ifName,
-		endpoint: ep, hostIf: veth.HostInterfaceName(ep), handle: ipam.HandleID(containerID, ifName),
+		endpoint: ep, hostIf: veth.HostInterfaceName(ep), handle: ipam.AttachmentHandle(nodeName, containerID, ifName),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -94,23 +93,19 @@ func (a *Agent) endpointMetaOf(ctx context.Context, inv *apipb.Invocation) (endp
 	}
 	pe := kube.EndpointOf(pod)
 	for k := range m.labels {
-		if isReserved(k) {
+		if datastore.IsReservedLabel(k) {
 			delete(m.labels, k) // the pod's say, not the runtime's
 		}
 	}
 	for k, v := range pe.Labels {
 		m.labels[k] = v
 	}
-	m.labels[datastore.LabelNode] = a.node
+	m.labels[datastore.LabelNode] = datastore.LabelValue(a.node)
 	m.profiles, m.ports = pe.Profiles, pe.Ports
 	if pod.Spec.NodeName != "" && pod.Spec.NodeName != a.node {
 		a.log.Warn("pod is bound to another node than this agent's", "pod", ns+"/"+name, "pod_node", pod.Spec.NodeName, "node", a.node)
 	}
 	return m, nil
-}
-
-func isReserved(key string) bool {
-	return strings.HasPrefix(key, "calyx.dev/") || strings.HasPrefix(key, datastore.NamespaceLabelPrefix)
 }
 
 // nodeLabels are the labels the agent puts on its own Node: under

@@ -1,8 +1,6 @@
 package kube
 
 import (
-	"strings"
-
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/calyx-net/calyx/datastore"
@@ -20,9 +18,7 @@ type PodEndpoint struct {
 // itself (calyx.dev/..., or a namespace label): such pod labels are
 // dropped, so a pod cannot claim another namespace or service account.
 func reservedLabel(key string) bool {
-	prefix, _, hasPrefix := strings.Cut(key, "/")
-	return strings.HasPrefix(key, datastore.NamespaceLabelPrefix) ||
-		(hasPrefix && (prefix == "calyx.dev" || strings.HasSuffix(prefix, ".calyx.dev")))
+	return datastore.IsReservedLabel(key)
 }
 
 // EndpointOf is the endpoint side of a pod: its labels (without reserved
@@ -38,9 +34,7 @@ func EndpointOf(pod *corev1.Pod) PodEndpoint {
 	}
 	labels[datastore.LabelNamespace] = pod.Namespace
 	labels[datastore.LabelOrchestrator] = Orchestrator
-	if datastore.ValidateLabel(datastore.LabelPod, pod.Name) == nil {
-		labels[datastore.LabelPod] = pod.Name // a name past 63 characters is no label value
-	}
+	labels[datastore.LabelPod] = datastore.LabelValue(pod.Name) // hashed past 63 characters
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"

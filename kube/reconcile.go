@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/calyx-net/calyx/datastore"
-	"github.com/calyx-net/calyx/datastore/ipam"
 )
 
 // ---- policy -------------------------------------------------------------------
@@ -214,7 +213,7 @@ func (c *Controllers) releaseEndpoint(ctx context.Context, w *datastore.Workload
 		if ifName == "" {
 			ifName = "eth0"
 		}
-		if err := c.cfg.IPAM.Release(ctx, ipam.HandleID(w.Spec.ContainerID, ifName)); err != nil {
+		if err := c.cfg.IPAM.ReleaseAttachment(ctx, w.Spec.Node, w.Spec.ContainerID, ifName); err != nil {
 			return fmt.Errorf("releasing the addresses of %s: %w", w.Metadata.Name, err)
 		}
 	}

@@ -14,6 +14,7 @@ const (
 	CodeUnknownContainer     uint32 = 3   // spec: container unknown or does not exist
 	CodeInvalidEnvironment   uint32 = 4   // spec: invalid necessary environment variables (CNI_*)
 	CodeInvalidNetworkConfig uint32 = 7   // spec: invalid network config
+	CodeInvalidNetNS         uint32 = 8   // spec: invalid network namespace (CNI_NETNS)
 	CodeTryAgainLater        uint32 = 11  // spec: transient, the runtime retries
 	CodePluginNotAvailable   uint32 = 50  // spec (STATUS): cannot serve ADD now
 	CodeIPAMExhausted        uint32 = 100 // no free address in any pool this node may use

@@ -26,7 +26,7 @@ func (p *Plumber) Teardown(ctx context.Context, netnsPath, containerIfName, host
 		containerIfName = DefaultContainerIfName
 	}
 	err := netns.DoHandle(p.opts.HostNetNSPath, func(h *netlink.Handle) error {
-		return deleteVeth(h, hostIfName)
+		return deleteVeth(h, hostIfName, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("teardown host side: %w", err)
@@ -38,7 +38,12 @@ func (p *Plumber) Teardown(ctx context.Context, netnsPath, containerIfName, host
 		if err := deleteSecondaryRules(h, containerIfName); err != nil {
 			return err
 		}
-		return deleteVeth(h, containerIfName)
+		err := deleteVeth(h, containerIfName, func(l netlink.Link) error { return p.ownWorkloadEnd(h, l) })
+		if errors.Is(err, errNotOurs) {
+			p.log.Warn("workload interface is not one of ours; left alone", "ifname", containerIfName, "netns", netnsPath, "why", err)
+			return nil
+		}
+		return err
 	})
 	if err != nil && !errors.Is(err, netns.ErrNotExist) {
 		return fmt.Errorf("teardown workload side in %s: %w", netnsPath, err)
@@ -47,9 +52,10 @@ func (p *Plumber) Teardown(ctx context.Context, netnsPath, containerIfName, host
 	return nil
 }
 
-// deleteVeth deletes the named link if it is a veth; a missing link is
-// fine, any other kind of link is left alone and reported.
-func deleteVeth(h *netlink.Handle, name string) error {
+// deleteVeth deletes the named link if it is a veth (and ours accepts it,
+// when given); a missing link is fine, any other kind of link is left
+// alone and reported.
+func deleteVeth(h *netlink.Handle, name string, ours func(netlink.Link) error) error {
 	l, err := h.LinkByName(name)
 	if isNotFound(err) {
 		return nil
@@ -59,6 +65,11 @@ func deleteVeth(h *netlink.Handle, name string) error {
 	}
 	if l.Type() != "veth" {
 		return fmt.Errorf("%s is a %s, not a veth: left alone", name, l.Type())
+	}
+	if ours != nil {
+		if err := ours(l); err != nil {
+			return err
+		}
 	}
 	if err := h.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
