@@ -7,6 +7,7 @@ package agent
 // helper's: kept apart from the ADD path itself.
 
 import (
+	"errors"
 	"os"
 
 	"github.com/vishvananda/netlink"
@@ -26,6 +27,10 @@ func checkTargetNetns(path string) error {
 		return apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidNetNS, "CNI_NETNS %s "+format, append([]any{path}, args...)...)
 	}
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		// As before these checks: a missing path is a bad CNI_* variable.
+		return apipb.Errorf(codes.InvalidArgument, apipb.CodeInvalidEnvironment, "CNI_NETNS %s: %v", path, err)
+	}
 	if err != nil {
 		return refuse("cannot be opened: %v", err)
 	}
