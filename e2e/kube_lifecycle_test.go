@@ -23,8 +23,9 @@ import (
 // a pod's label change reaches its WorkloadEndpoint and the policy
 // follows; pods deleted while their node's agent is down get their
 // endpoint and address released by calyx-kube-controllers (never those of
-// a pod that still exists); a Kubernetes Node deleted for good takes its
-// Calyx Node, affinities and blocks with it.
+// a pod that still exists); a new pod's policy holds from its first
+// packet; a Kubernetes Node deleted for good takes its Calyx Node,
+// affinities and blocks with it.
 func TestKubePodLifecycle(t *testing.T) {
 	l := upKubeLab(t, lab.Options{Hosts: 3, KubeControllerArgs: []string{"--endpoint-gc-grace", "2s"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -90,12 +91,32 @@ func TestKubePodLifecycle(t *testing.T) {
 	}
 	start := relabel("frontend")
 	testutil.Eventually(t, 5*time.Second, "client labelled role=frontend reaches web", testutil.Holds(func() bool { return connects(client, web.IP()) }))
-	t.Logf("label change to traffic allowed: %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("label change to traffic allowed: %v (probes of 300 ms; make bench measures it finely)", time.Since(start).Round(time.Millisecond))
 	if w := endpointOf(ctx, t, ds, "x/client"); w == nil || w.Metadata.Labels["role"] != "frontend" || w.Metadata.Labels[datastore.LabelNode] != "host2" {
 		t.Errorf("the client's endpoint does not carry its new label (and its node): %+v", w)
 	}
 	relabel("")
 	testutil.Eventually(t, 5*time.Second, "client without the label is blocked again", testutil.Holds(func() bool { return !connects(client, web.IP()) }))
+
+	// ---- a new pod's policy holds from its first packet: the agent read
+	// the pod at ADD. Clients on its host (its route is there once ADD
+	// returns): the first connection of the allowed one gets through, the
+	// other's first one does not.
+	fe := addPod("fe", "host1", map[string]string{"role": "frontend"})
+	other := addPod("other", "host1", map[string]string{"app": "other"})
+	web2 := addPod("web2", "host1", map[string]string{"app": "web"})
+	ln2, err := l.Listen(web2.Name, ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	go acceptAndClose(ln2)
+	if connects(other, web2.IP()) {
+		t.Error("a new pod selected by a policy accepted a connection it denies, right after CNI ADD")
+	}
+	if !connects(fe, web2.IP()) {
+		t.Error("a new pod selected by a policy refused the first connection it allows, right after CNI ADD")
+	}
 	if err := kc.NetworkingV1().NetworkPolicies("x").Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
