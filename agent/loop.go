@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"time"
 
 	"github.com/calyx-net/calyx/bgp"
@@ -16,6 +17,9 @@ import (
 // the policy dataplane (its setters only touch memory) and wakes the
 // dataplane loop.
 func (a *Agent) onSyncerEvents(evs []datastore.Event) {
+	for i := range evs {
+		evs[i] = withPrev(evs[i])
+	}
 	a.metrics.datastoreEvents(evs)
 	var ch changes
 	var pools []*datastore.IPPool
@@ -178,6 +182,11 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	a.mu.Unlock()
 	grDone := a.startBGP(ctx)
 	a.notify.ready(a.readyStatus())
+	// The first list and programming are the agent's largest burst of
+	// garbage (in a large cluster: every endpoint's key and value, decoded,
+	// of which the agent keeps a fraction); an idle agent would hold it
+	// until the runtime's scavenger gives it back, minutes later.
+	debug.FreeOSMemory()
 	a.log.Info("ready: the dataplane is programmed", "took", time.Since(start).Round(time.Millisecond))
 	reconcile := time.NewTicker(a.cfg.ResyncInterval)
 	defer reconcile.Stop()

@@ -19,7 +19,7 @@ type clusterState struct {
 	peers      map[string]*datastore.BGPPeer
 	filters    map[string]*datastore.BGPFilter
 	pools      map[string]*datastore.IPPool
-	endpoints  map[string]*datastore.WorkloadEndpoint
+	endpoints  map[string]*datastore.WorkloadEndpoint // this node's only
 	policies   map[string]*datastore.Policy
 	blocks     map[netip.Prefix]*ipam.Block
 	inSync     bool
@@ -82,13 +82,17 @@ func (s *clusterState) apply(ev datastore.Event, ch *changes) {
 		ch.policy = true // natOutgoing and the all-pools set
 		ch.bgp = true    // import safety
 	case *datastore.WorkloadEndpoint:
-		setOrDelete(s.endpoints, v.Metadata.Name, v, deleted)
-		// Another node's endpoint changes nothing of this node's routes
-		// or advertisements (its route comes over BGP); it feeds policy
-		// alone, whose loop has its own wake-up. In a cluster of N nodes
+		// Only this node's endpoints are kept here. Another node's
+		// changes nothing of this node's routes or advertisements (its
+		// route comes over BGP); it feeds policy alone, which keeps what
+		// it needs of it and has its own wake-up. In a cluster of N nodes
 		// every change reaches every agent: recomputing for each would
-		// cost N recomputes per CNI ADD.
-		if v.Spec.Node == s.node {
+		// cost N recomputes per CNI ADD, and keeping each whole ~1 KiB.
+		name := v.Metadata.Name
+		_, was := s.endpoints[name]
+		local := !deleted && v.Spec.Node == s.node
+		setOrDelete(s.endpoints, name, v, !local)
+		if was || local || v.Spec.Node == s.node {
 			ch.endpoints = true
 		}
 	case *ipam.Block:
@@ -143,4 +147,35 @@ func (s *clusterState) bgpSpec() *datastore.BGPConfigSpec {
 		return nil
 	}
 	return &s.bgpConfig.Spec
+}
+
+// agentResourceSource follows every resource kind, but the syncer keeps
+// nothing of workload endpoints for their next event: this node's are in
+// clusterState.endpoints and policy keeps what it needs of the others;
+// a second full copy of 100k other nodes' endpoints would cost ~1 KiB
+// each. withPrev stands in for what was not kept.
+func agentResourceSource() datastore.Source {
+	src := datastore.ResourceSource()
+	src.Keep = func(v any) any {
+		if _, ok := v.(*datastore.WorkloadEndpoint); ok {
+			return nil
+		}
+		return v
+	}
+	return src
+}
+
+// withPrev gives an endpoint's update or delete the Prev the syncer did
+// not keep: a stub with the endpoint's name (from the key), which is all
+// that the consumers of a Prev endpoint read.
+func withPrev(ev datastore.Event) datastore.Event {
+	if ev.Prev != nil || (ev.Type != datastore.EventUpdate && ev.Type != datastore.EventDelete) {
+		return ev
+	}
+	if kind, name, ok := datastore.ParseKey(ev.Key); ok && kind == datastore.KindWorkloadEndpoint {
+		r, _ := datastore.NewResource(kind)
+		r.GetMeta().Name = name
+		ev.Prev = r
+	}
+	return ev
 }

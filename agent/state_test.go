@@ -46,11 +46,50 @@ func TestStateChangesConcernThisNodeOnly(t *testing.T) {
 			t.Errorf("%s: endpoints %v blocks %v, want %v %v", c.name, ch.endpoints, ch.blocks, c.endpoints, c.blocks)
 		}
 	}
-	// The state holds remote endpoints all the same (policy selects them).
+	// The state keeps this node's endpoints only (policy keeps what it
+	// needs of the others).
 	s := newClusterState("me")
 	var ch changes
 	s.apply(datastore.Event{Type: datastore.EventAdd, Value: wep("b", "other")}, &ch)
-	if s.endpoints["b"] == nil {
-		t.Error("a remote endpoint is not kept")
+	s.apply(datastore.Event{Type: datastore.EventAdd, Value: wep("a", "me")}, &ch)
+	if s.endpoints["b"] != nil || s.endpoints["a"] == nil {
+		t.Errorf("endpoints kept: %v, want a alone", s.endpoints)
+	}
+	// An endpoint moved to another node leaves.
+	s.apply(datastore.Event{Type: datastore.EventUpdate, Value: wep("a", "other"), Prev: wep("a", "me")}, &ch)
+	if s.endpoints["a"] != nil {
+		t.Error("an endpoint moved to another node is still kept")
+	}
+}
+
+// The syncer keeps nothing of endpoints; their deletes come with the key
+// alone, and withPrev stands in a stub named after it, which removes this
+// node's endpoint and asks for a recompute.
+func TestEndpointDeleteWithoutPrev(t *testing.T) {
+	src := agentResourceSource()
+	w := &datastore.WorkloadEndpoint{Metadata: datastore.Metadata{Name: "me-c1-eth0"}, Spec: datastore.WorkloadEndpointSpec{Node: "me"}}
+	if kept := src.Keep(w); kept != nil {
+		t.Errorf("the syncer keeps %v of an endpoint, want nothing", kept)
+	}
+	pool := &datastore.IPPool{}
+	if kept := src.Keep(pool); kept != pool {
+		t.Error("the syncer does not keep a pool")
+	}
+	s := newClusterState("me")
+	var ch changes
+	s.apply(datastore.Event{Type: datastore.EventAdd, Value: w}, &ch)
+	key := datastore.Key(datastore.KindWorkloadEndpoint, w.Metadata.Name)
+	ev := withPrev(datastore.Event{Type: datastore.EventDelete, Key: key})
+	stub, ok := ev.Prev.(*datastore.WorkloadEndpoint)
+	if !ok || stub.Metadata.Name != w.Metadata.Name {
+		t.Fatalf("withPrev: Prev %#v, want an endpoint named %s", ev.Prev, w.Metadata.Name)
+	}
+	ch = changes{}
+	s.apply(ev, &ch)
+	if s.endpoints[w.Metadata.Name] != nil || !ch.endpoints {
+		t.Errorf("after the delete: kept %v, recompute %v; want gone and a recompute", s.endpoints, ch.endpoints)
+	}
+	if ev := withPrev(datastore.Event{Type: datastore.EventDelete, Key: datastore.Key(datastore.KindIPPool, "p")}); ev.Prev != nil {
+		t.Errorf("withPrev made up a Prev %v for a pool", ev.Prev)
 	}
 }

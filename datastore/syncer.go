@@ -45,6 +45,20 @@ type Event struct {
 type Source struct {
 	Prefix string
 	Decode func(key string, value []byte) (any, error)
+	// Keep says what the syncer remembers of a value, to hand back as the
+	// Prev of the key's next update or delete: nil keeps nothing (Prev is
+	// nil; Key says what went), so that a consumer that holds only part
+	// of the values (an agent, other nodes' endpoints) does not pay for
+	// all of them twice. Nil Keep keeps every value.
+	Keep func(value any) any
+}
+
+// kept is what src remembers of val.
+func (src Source) kept(val any) any {
+	if src.Keep == nil {
+		return val
+	}
+	return src.Keep(val)
 }
 
 // ResourceSource follows every resource kind (not IPAM keys).
@@ -65,7 +79,8 @@ type Syncer struct {
 	etcd    *clientv3.Client
 	sources []Source
 	log     *slog.Logger
-	// cache is what the consumer has been told: key -> (modRev, value).
+	// cache is what the consumer has been told: key -> (modRev, what the
+	// source keeps of the value).
 	cache map[string]cached
 	// RetryInterval bounds the back-off between relists.
 	RetryInterval time.Duration
@@ -157,7 +172,7 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 			default:
 				continue
 			}
-			s.cache[key] = cached{kv.ModRevision, val}
+			s.cache[key] = cached{kv.ModRevision, src.kept(val)}
 		}
 	}
 	var gone []string
@@ -242,7 +257,7 @@ func (s *Syncer) watch(ctx context.Context, rev int64, handle func([]Event)) err
 			} else {
 				events = append(events, Event{Type: EventAdd, Key: key, Value: val, Revision: ev.Kv.ModRevision})
 			}
-			s.cache[key] = cached{ev.Kv.ModRevision, val}
+			s.cache[key] = cached{ev.Kv.ModRevision, s.source(owner).kept(val)}
 		}
 		if len(events) > 0 {
 			handle(events)

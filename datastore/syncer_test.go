@@ -223,3 +223,29 @@ func TestSyncerSurvivesEtcdRestart(t *testing.T) {
 		t.Errorf("first added %d times across the restart", n)
 	}
 }
+
+// A source whose Keep keeps nothing gives its updates and deletes no
+// Prev, only the key; the values themselves still arrive whole.
+func TestSyncerKeepNothing(t *testing.T) {
+	e := etcdtest.Start(t)
+	c := newClient(t, e.Endpoint)
+	ctx := context.Background()
+	c.Create(ctx, pool("listed", "10.1.0.0/16"))
+	src := datastore.ResourceSource()
+	src.Keep = func(any) any { return nil }
+	r := &recorder{}
+	runSyncer(t, datastore.NewSyncer(c.Etcd(), []datastore.Source{src}, slog.Default()), r)
+	r.waitFor(t, "initial list", func(_ []datastore.Event, synced int) bool { return synced == 1 })
+	p := pool("listed", "10.1.0.0/16")
+	p.Spec.NATOutgoing = true
+	c.Apply(ctx, p)
+	c.Delete(ctx, datastore.KindIPPool, "listed")
+	r.waitFor(t, "update and delete", func(evs []datastore.Event, _ int) bool { return len(evs) == 3 })
+	evs, _ := r.snapshot()
+	if upd := evs[1]; upd.Type != datastore.EventUpdate || !upd.Value.(*datastore.IPPool).Spec.NATOutgoing || upd.Prev != nil {
+		t.Errorf("update: %+v, want the new value and no Prev", upd)
+	}
+	if del := evs[2]; del.Type != datastore.EventDelete || del.Prev != nil || del.Key != datastore.Key(datastore.KindIPPool, "listed") {
+		t.Errorf("delete: %+v, want the key and no Prev", del)
+	}
+}

@@ -13,9 +13,12 @@ import (
 type endpoint struct {
 	name   string
 	local  bool
-	ifname string            // local endpoints only
-	labels map[string]string // own labels with the profiles' applied: what selectors see
-	own    map[string]string // the endpoint's own labels
+	ifname string // local endpoints only
+	// own are the endpoint's own labels, packed; prof the labels of its
+	// profiles, in order (m.profiles' maps, nil for one not there): what
+	// selectors see is own with prof's applied over it (Get).
+	own  labelSet
+	prof []map[string]string
 	// profiles are the Profiles whose labels it inherits.
 	profiles []string
 	ports    []datastore.EndpointPort // named ports
@@ -44,11 +47,12 @@ type model struct {
 	selSets  map[string]*selSet    // by selector UniqueID
 	netSets  map[string]*netSetRef // by set name
 	portSets map[string]*portSet   // by portSetID
-	// profiles are the labels each Profile applies; profileUsers the
-	// endpoints naming each, so that a change re-evaluates only them.
-	profiles     map[string]map[string]string
-	profileUsers map[string]map[string]struct{}
-	sels         selectorCache
+	// profiles are the labels each Profile applies. (No index of the
+	// endpoints naming each: a namespace's labels change rarely, and a
+	// scan of 100k endpoints takes milliseconds, where the index took
+	// ~30 bytes per endpoint.)
+	profiles map[string]map[string]string
+	sels     selectorCache
 	// policyUse counts the local endpoints each policy selects: only
 	// policies in use on this node (active) get chains and sets.
 	policyUse map[string]int
@@ -90,7 +94,6 @@ func newModel(cfg *Config) *model {
 		netSets:       map[string]*netSetRef{},
 		portSets:      map[string]*portSet{},
 		profiles:      map[string]map[string]string{},
-		profileUsers:  map[string]map[string]struct{}{},
 		dirtyPortSets: map[string]struct{}{},
 		policyUse:     map[string]int{},
 		refsHeld:      map[string]*compiledPolicy{},
@@ -147,7 +150,7 @@ func (m *model) setPolicy(p *datastore.Policy) error {
 			continue
 		}
 		_, was := ep.policies[cp.name]
-		now := cp.selector.Evaluate(ep.labels)
+		now := cp.selector.EvaluateLabels(ep)
 		switch {
 		case was != now:
 			if now {
@@ -207,11 +210,11 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	ep := &endpoint{
 		name:     name,
 		local:    w.Spec.Node == m.cfg.NodeName,
-		own:      maps.Clone(w.Metadata.Labels),
+		own:      packLabels(w.Metadata.Labels),
 		profiles: slices.Clone(w.Spec.Profiles),
 		ports:    slices.Clone(w.Spec.Ports),
 	}
-	ep.labels = m.effectiveLabels(ep)
+	ep.prof = m.profileLabels(ep.profiles)
 	for _, s := range w.Spec.IPNetworks {
 		p, err := parsePrefix(s)
 		if err != nil || !p.IsSingleIP() {
@@ -234,18 +237,25 @@ func (m *model) setEndpoint(w *datastore.WorkloadEndpoint) error {
 	return nil
 }
 
-// effectiveLabels are what selectors see of an endpoint: its own labels,
-// then its profiles' (which win: a pod cannot pose as another namespace).
-func (m *model) effectiveLabels(ep *endpoint) map[string]string {
-	if len(ep.profiles) == 0 {
-		return ep.own
+// Get is a label as selectors see it: the last of the endpoint's profiles
+// that has it wins (a pod cannot pose as another namespace), else its own.
+func (ep *endpoint) Get(key string) (string, bool) {
+	for i := len(ep.prof) - 1; i >= 0; i-- {
+		if v, ok := ep.prof[i][key]; ok {
+			return v, true
+		}
 	}
-	out := maps.Clone(ep.own)
-	if out == nil {
-		out = map[string]string{}
+	return ep.own.get(key)
+}
+
+// profileLabels are the label maps of the named profiles, in order.
+func (m *model) profileLabels(names []string) []map[string]string {
+	if len(names) == 0 {
+		return nil
 	}
-	for _, p := range ep.profiles {
-		maps.Copy(out, m.profiles[p])
+	out := make([]map[string]string, len(names))
+	for i, p := range names {
+		out[i] = m.profiles[p]
 	}
 	return out
 }
@@ -262,10 +272,15 @@ func (m *model) setProfile(name string, labels map[string]string) {
 	} else {
 		m.profiles[name] = maps.Clone(labels)
 	}
-	for epName := range m.profileUsers[name] {
-		old := m.endpoints[epName]
+	var users []*endpoint
+	for _, ep := range m.endpoints {
+		if slices.Contains(ep.profiles, name) {
+			users = append(users, ep)
+		}
+	}
+	for _, old := range users {
 		ep := *old
-		ep.labels = m.effectiveLabels(&ep)
+		ep.prof = m.profileLabels(ep.profiles)
 		ep.policies = nil
 		m.putEndpoint(&ep)
 	}
@@ -276,20 +291,6 @@ func (m *model) putEndpoint(ep *endpoint) {
 	name := ep.name
 	old := m.endpoints[name]
 	m.endpoints[name] = ep
-	if old != nil {
-		for _, p := range old.profiles {
-			delete(m.profileUsers[p], name)
-			if len(m.profileUsers[p]) == 0 {
-				delete(m.profileUsers, p)
-			}
-		}
-	}
-	for _, p := range ep.profiles {
-		if m.profileUsers[p] == nil {
-			m.profileUsers[p] = map[string]struct{}{}
-		}
-		m.profileUsers[p][name] = struct{}{}
-	}
 	m.updatePortSets(old, ep)
 	addrsChanged := old == nil || !equalPrefixes(old.addrs, ep.addrs)
 	if ep.local || (old != nil && old.local) {
@@ -300,7 +301,7 @@ func (m *model) putEndpoint(ep *endpoint) {
 	// anywhere in the cluster costs this node nothing for the others.
 	for id, ss := range m.selSets {
 		_, was := ss.members[name]
-		now := ss.sel.Evaluate(ep.labels)
+		now := ss.sel.EvaluateLabels(ep)
 		if was != now {
 			if now {
 				ss.members[name] = struct{}{}
@@ -331,7 +332,7 @@ func (m *model) putEndpoint(ep *endpoint) {
 	}
 	ep.policies = map[string]struct{}{}
 	for pname, cp := range m.policies {
-		if cp.selector.Evaluate(ep.labels) {
+		if cp.selector.EvaluateLabels(ep) {
 			ep.policies[pname] = struct{}{}
 			m.usePolicy(pname, +1)
 		}
@@ -347,12 +348,6 @@ func (m *model) deleteEndpoint(name string) {
 		return
 	}
 	delete(m.endpoints, name)
-	for _, p := range old.profiles {
-		delete(m.profileUsers[p], name)
-		if len(m.profileUsers[p]) == 0 {
-			delete(m.profileUsers, p)
-		}
-	}
 	m.updatePortSets(old, nil)
 	for id, ss := range m.selSets {
 		if _, ok := ss.members[name]; ok {

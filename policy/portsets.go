@@ -39,7 +39,7 @@ func portSetName(id string, f Family) string { return familySetName("cx-p-"+id, 
 
 // numberOf is the endpoint's port for the set, if the set includes it.
 func (ps *portSet) numberOf(ep *endpoint) (uint16, bool) {
-	if ps.sel != nil && !ps.sel.Evaluate(ep.labels) {
+	if ps.sel != nil && !ps.sel.EvaluateLabels(ep) {
 		return 0, false
 	}
 	for _, p := range ep.ports {

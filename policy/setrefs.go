@@ -74,7 +74,7 @@ func (m *model) addRefs(cp *compiledPolicy) {
 				if ss == nil {
 					ss = &selSet{sel: s, refs: map[Family]int{}, members: map[string]struct{}{}}
 					for _, ep := range m.endpoints {
-						if s.Evaluate(ep.labels) {
+						if s.EvaluateLabels(ep) {
 							ss.members[ep.name] = struct{}{}
 						}
 					}

@@ -90,7 +90,7 @@ func costFigures(sz sizes, c costs) []bench.Figure {
 		figs = append(figs, bench.NewRatio(bench.Figure{
 			Name: rssFigureName, Unit: "bytes", Calyx: per, Peer: ciliumBytesPerPod, PeerName: ciliumPeerName,
 			Goal: "<= 1024 B", Met: per <= rssGoalUnselected,
-			Notes: fmt.Sprintf("one real agent's RSS growth per remote endpoint, %d WorkloadEndpoints of %d fake nodes in etcd (Kubernetes-shaped: 64-hex container ID, 8 labels, a profile), no policy selects them; "+
+			Notes: fmt.Sprintf("one real agent's RSS growth per remote endpoint, %d WorkloadEndpoints of %d fake nodes in etcd (Kubernetes-shaped: 64-hex container ID, 8 labels, their namespace's Profile with its label), no policy selects them; "+
 				"read %s after the agent's start: %.1f MiB without them, %.1f MiB with (Go heap in use %.1f -> %.1f MiB)",
 				r.endpoints, r.nodes, sz.settle, r.base.rss/(1<<20), r.unselected.rss/(1<<20), r.base.heapInuse/(1<<20), r.unselected.heapInuse/(1<<20)),
 		}))

@@ -46,6 +46,11 @@ func (r remoteCost) perEndpoint(m agentMem) float64 {
 	return (m.rss - r.base.rss) / float64(r.endpoints)
 }
 
+// fakeNamespaces is how many namespaces the fake endpoints are spread over.
+const fakeNamespaces = 20
+
+func fakeNamespace(i int) string { return "ns-" + strconv.Itoa(i) }
+
 // fakeEndpoint is endpoint j of fake node i, shaped as the agent writes a
 // Kubernetes pod's: a 64-hex container ID, the pod's labels and the
 // agent's, its namespace's profile, one address.
@@ -53,7 +58,7 @@ func fakeEndpoint(i, j, perNode int) *datastore.WorkloadEndpoint {
 	node := fmt.Sprintf("scale-node-%04d", i)
 	sum := sha256.Sum256([]byte(node + "/" + strconv.Itoa(j)))
 	cid := hex.EncodeToString(sum[:])
-	ns := fmt.Sprintf("ns-%d", j%20)
+	ns := fakeNamespace(j % fakeNamespaces)
 	pod := fmt.Sprintf("app-%d-%s-%s", j%50, cid[:10], cid[10:15])
 	base := netip.MustParsePrefix(remotePool).Addr().As4()
 	k := uint32(i*perNode + j)
@@ -153,8 +158,21 @@ func fillRemote(ctx context.Context, l *lab.Lab, n, nodes int) (time.Duration, e
 	if err := ds.WriteAll(ctx, []datastore.Resource{p}, datastore.ModeApply); err != nil {
 		return 0, fmt.Errorf("the remote nodes' pool: %w", err)
 	}
-	perNode := (n + nodes - 1) / nodes
+	// Their namespaces' Profiles, as calyx-kube-controllers writes them:
+	// what selectors see of an endpoint is its labels and its profile's.
 	var batch []datastore.Resource
+	for i := range fakeNamespaces {
+		r, _ := datastore.NewResource(datastore.KindProfile)
+		pr := r.(*datastore.Profile)
+		pr.Metadata.Name = "kns." + fakeNamespace(i)
+		pr.Spec.LabelsToApply = map[string]string{datastore.NamespaceLabelPrefix + "kubernetes.io/metadata.name": fakeNamespace(i)}
+		batch = append(batch, pr)
+	}
+	if err := ds.WriteAll(ctx, batch, datastore.ModeApply); err != nil {
+		return 0, fmt.Errorf("the remote endpoints' profiles: %w", err)
+	}
+	batch = batch[:0]
+	perNode := (n + nodes - 1) / nodes
 	flush := func() error {
 		err := ds.WriteAll(ctx, batch, datastore.ModeApply)
 		batch = batch[:0]

@@ -65,7 +65,7 @@ func TestEvaluateTruthTable(t *testing.T) {
 		var got, gotRaw strings.Builder
 		for _, ls := range labelSets {
 			got.WriteString(bit(sel.Evaluate(ls.labels)))
-			gotRaw.WriteString(bit(raw.eval(ls.labels)))
+			gotRaw.WriteString(bit(raw.eval(mapLabels(ls.labels))))
 		}
 		if got.String() != tt.want {
 			t.Errorf("%q on %s: got %s, want %s", tt.sel, setNames(), got.String(), tt.want)

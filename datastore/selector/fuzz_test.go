@@ -61,7 +61,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) succeeded but the unsimplified parse failed: %v", s, err)
 		}
 		for _, labels := range fuzzLabelSets(raw) {
-			want := raw.eval(labels)
+			want := raw.eval(mapLabels(labels))
 			if sel.Evaluate(labels) != want || again.Evaluate(labels) != want {
 				t.Fatalf("Parse(%q) (canonical %q) on %v: want %v", s, sel.String(), labels, want)
 			}

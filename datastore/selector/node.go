@@ -34,9 +34,9 @@ type node struct {
 
 var allNode = &node{op: opAll}
 
-// eval does no allocation: map lookups, string comparisons and a binary
+// eval does no allocation: label lookups, string comparisons and a binary
 // search over the sorted set.
-func (n *node) eval(labels map[string]string) bool {
+func (n *node) eval(labels Labels) bool {
 	switch n.op {
 	case opAll:
 		return true
@@ -57,7 +57,7 @@ func (n *node) eval(labels map[string]string) bool {
 		}
 		return false
 	}
-	v, ok := labels[n.key]
+	v, ok := labels.Get(n.key)
 	switch n.op {
 	case opHas:
 		return ok

@@ -64,7 +64,26 @@ func newSelector(root *node) *Selector {
 // Evaluate reports whether labels match. A nil map is a set of no labels.
 // It does not allocate.
 func (s *Selector) Evaluate(labels map[string]string) bool {
+	return s.root.eval(mapLabels(labels))
+}
+
+// Labels are labels in any shape: Get returns a label's value and whether
+// it is there. (Policy packs other nodes' endpoints' labels into a string:
+// a map of them is most of an agent's memory in a large cluster.)
+type Labels interface {
+	Get(key string) (string, bool)
+}
+
+// EvaluateLabels is Evaluate over labels held in another shape than a map.
+func (s *Selector) EvaluateLabels(labels Labels) bool {
 	return s.root.eval(labels)
+}
+
+type mapLabels map[string]string
+
+func (m mapLabels) Get(key string) (string, bool) {
+	v, ok := m[key]
+	return v, ok
 }
 
 // String returns the canonical form: Parse(s.String()) gives a selector with
