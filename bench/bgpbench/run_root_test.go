@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,30 @@ func TestProfileScale(t *testing.T) {
 	}
 	for _, f := range figs {
 		t.Logf("%s: calyx %v, peer %v %s", f.Name, f.Calyx, f.Peer, f.Unit)
+	}
+}
+
+// TestScaleOnly runs the 100k-prefix scale part alone (with one
+// convergence run and the quick failover), CALYX_BENCH_SCALE_ROUNDS
+// rounds per side: for comparing builds side by side.
+//
+//	CALYX_BENCH_SCALE_ROUNDS=3 CALYX_BIN_DIR=bin go test ./bench/bgpbench -run TestScaleOnly -v
+func TestScaleOnly(t *testing.T) {
+	rounds, _ := strconv.Atoi(os.Getenv("CALYX_BENCH_SCALE_ROUNDS"))
+	if rounds < 1 {
+		t.Skip("set CALYX_BENCH_SCALE_ROUNDS to run the 100k-prefix scale rounds alone")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	figs, err := measure(ctx, sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: rounds, quick: true}, log)
+	if err != nil {
+		t.Fatalf("benchmark: %v", err)
+	}
+	for _, f := range figs {
+		t.Logf("%s: calyx %v, peer %v %s (%s)", f.Name, f.Calyx, f.Peer, f.Unit, f.Notes)
 	}
 }
