@@ -25,7 +25,7 @@ func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 	if b.closed || fn == nil {
 		return
 	}
-	s := &subscriber{fn: fn, log: b.log, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &subscriber{fn: fn, log: b.log, changed: b.peerList.invalidate, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), done: make(chan struct{})}
 	b.subs = append(b.subs, s)
 	if b.started {
 		if err := s.watch(b.ctx, b.srv, b.global.RouterID); err != nil {
@@ -46,6 +46,9 @@ func (b *goBGP) Subscribe(fn func(LearnedUpdate)) {
 type subscriber struct {
 	fn  func(LearnedUpdate)
 	log *slog.Logger
+	// changed is told of every best-path event: the RIB changed, so the
+	// cached peer list's prefix counts are out of date.
+	changed func()
 
 	mu      sync.Mutex
 	pending []bestChange
@@ -69,6 +72,7 @@ func (s *subscriber) watch(ctx context.Context, srv *server.BgpServer, routerID 
 }
 
 func (s *subscriber) enqueue(paths []*apiutil.Path, routerID netip.Addr) {
+	s.changed()
 	for {
 		s.mu.Lock()
 		if len(s.pending) < maxPendingChanges {

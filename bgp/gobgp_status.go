@@ -72,10 +72,12 @@ func (b *goBGP) PeerStatus(ctx context.Context) ([]PeerStatus, error) {
 // CPU at 100k prefixes, on GoBGP's main loop, which stalls BGP meanwhile).
 // So a list that cost more than minCachedCost is reused for up to
 // peerCacheCostFactor times what it cost (at most maxPeerCacheAge) unless
-// a session changed since: every peer event of GoBGP's and every SetPeers
-// moves the generation on, so session states are never stale, only the
-// prefix counts of a large table may lag. Listing then costs at most about
-// 1% of a core, whatever the table size; a small table is listed afresh.
+// something changed since: every peer event of GoBGP's, every best-path
+// event (a subscriber's watch) and every SetPeers moves the generation on.
+// Session states are never stale; only the counts of paths that changed
+// no best path (refused by import policy, or not best) may lag, and only
+// in a large table. In a steady large table listing costs at most about
+// 1% of a core; a small one is listed afresh.
 type peerCache struct {
 	gen atomic.Uint64
 
@@ -87,7 +89,7 @@ type peerCache struct {
 }
 
 const (
-	minCachedCost       = 10 * time.Millisecond
+	minCachedCost       = 50 * time.Millisecond
 	peerCacheCostFactor = 100
 	maxPeerCacheAge     = 30 * time.Second
 )

@@ -99,9 +99,9 @@ func TestPeerCacheReusesOnlyCostlyLists(t *testing.T) {
 	if reused(&c) {
 		t.Error("the list was reused after a peer event")
 	}
-	fill(&c, time.Millisecond, 0)
+	fill(&c, 20*time.Millisecond, 0)
 	if reused(&c) {
-		t.Error("a list that cost 1 ms was reused")
+		t.Error("a list that cost 20 ms was reused")
 	}
 	fill(&c, 300*time.Millisecond, 31*time.Second)
 	if reused(&c) {
