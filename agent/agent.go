@@ -254,13 +254,13 @@ func (a *Agent) startDatastore(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = registerNode(rctx, c, a.node, a.nodeIP, a.nodeIP6, a.cfg.ASNumber, a.nodeLabels())
+		_, err = registerNode(rctx, c, nodeRegistration{name: a.node, addr: a.nodeIP, addr6: a.nodeIP6, asn: a.cfg.ASNumber, labels: a.nodeLabels(), takeover: a.cfg.TakeoverNode})
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
 		var ve *datastore.ValidationError
-		if errors.As(err, &ve) {
+		if errors.As(err, &ve) || errors.Is(err, errNodeTaken) {
 			break
 		}
 		a.log.Warn("registering the node failed; retrying", "err", err)
@@ -301,7 +301,7 @@ func (a *Agent) startDataplane() error {
 	a.sysctls = routes.NewSysctls(routes.SysctlOptions{IPv6: ipv6, Logger: a.log.With("component", "sysctls"), ResyncInterval: min(a.cfg.ResyncInterval, 10*time.Second)})
 	// Non-nil: an empty list means none, not policy's default.
 	failsafe := append([]policy.ProtoPort{}, a.cfg.FailsafePorts...)
-	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: a.cfg.IptablesBackend, FailsafeInbound: failsafe, ResyncInterval: a.cfg.ResyncInterval, OnApply: a.metrics.applyObserver("policy")}, a.log.With("component", "policy"))
+	a.policy, err = policy.New(policy.Config{NodeName: a.node, IPv6: ipv6, Backend: a.cfg.IptablesBackend, FailsafeInbound: failsafe, EndpointToHost: a.cfg.EndpointToHost, ResyncInterval: a.cfg.ResyncInterval, OnApply: a.metrics.applyObserver("policy")}, a.log.With("component", "policy"))
 	if err != nil {
 		return err
 	}

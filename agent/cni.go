@@ -396,7 +396,7 @@ func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, meta endpointM
 	}
 	w.Spec = datastore.WorkloadEndpointSpec{
 		Node: a.node, Workload: workload, ContainerID: at.containerID,
-		InterfaceName: at.hostIf, ContainerInterface: at.ifName,
+		InterfaceName: at.hostIf, ContainerInterface: at.ifName, Network: inv.GetNetworkName(),
 		Profiles: meta.profiles, Ports: meta.ports,
 	}
 	for _, p := range addrs {
@@ -590,7 +590,9 @@ func (s *cniServer) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	return &apipb.StatusReply{Ready: true}, nil
 }
 
-// GC removes this node's attachments that the runtime no longer lists.
+// GC removes this node's attachments of the request's network that the
+// runtime no longer lists: another network's attachments are not its to
+// judge (a runtime lists only the network it collects).
 func (s *cniServer) GC(ctx context.Context, req *apipb.GCRequest) (reply *apipb.GCReply, err error) {
 	start := time.Now()
 	defer func() { s.observe("gc", start, err) }()
@@ -604,12 +606,23 @@ func (s *cniServer) GC(ctx context.Context, req *apipb.GCRequest) (reply *apipb.
 	}
 	a.mu.Lock()
 	var stale []*datastore.WorkloadEndpoint
+	var unknown []string
 	for _, w := range a.localEndpointsLocked() {
-		if w.Spec.ContainerID != "" && !valid[w.Spec.ContainerID+"/"+w.Spec.ContainerInterface] {
+		switch {
+		case w.Spec.ContainerID == "" || valid[w.Spec.ContainerID+"/"+w.Spec.ContainerInterface]:
+		case w.Spec.Network == "":
+			unknown = append(unknown, w.Metadata.Name)
+		case w.Spec.Network == req.GetNetworkName():
 			stale = append(stale, w)
 		}
 	}
 	a.mu.Unlock()
+	if len(unknown) > 0 {
+		// Made before endpoints recorded their network: GC of one network
+		// cannot tell whether they are its own, so it leaves them (DEL
+		// still removes them).
+		a.log.Info("GC: leaving endpoints that record no network", "network", req.GetNetworkName(), "endpoints", unknown)
+	}
 	reply = &apipb.GCReply{}
 	var errs []string
 	for _, w := range stale {

@@ -55,6 +55,12 @@ type Config struct {
 	// FailsafePorts stay open to the host whatever the policy says.
 	FailsafePorts   []policy.ProtoPort
 	IptablesBackend policy.Backend
+	// EndpointToHost is what happens to workload-to-host traffic its
+	// egress policy allowed (Felix's DefaultEndpointToHostAction).
+	EndpointToHost policy.HostAction
+	// TakeoverNode lets the agent take over an existing Node whose
+	// address differs (the host was readdressed or replaced).
+	TakeoverNode bool
 	// Kubeconfig is the API server's kubeconfig; empty: in-cluster when
 	// running in a pod, else no Kubernetes.
 	Kubeconfig string
@@ -133,6 +139,8 @@ func settings() []setting {
 		field("ipam-gc-grace", "15m", "age an allocation without endpoint must reach before GC releases it", durationAtLeast(0), func(c *Config) *time.Duration { return &c.IPAMGCGrace }),
 		listField("failsafe-ports", "tcp:22,tcp:179,tcp:2379,tcp:2380,tcp:9099,tcp:9091", "proto:port pairs workloads always reach on the host, whatever the policy", ParseFailsafePort, func(c *Config) *[]policy.ProtoPort { return &c.FailsafePorts }),
 		field("iptables-backend", "auto", "auto, nft or legacy", iptablesBackend, func(c *Config) *policy.Backend { return &c.IptablesBackend }),
+		field("default-endpoint-to-host-action", "Accept", "what happens to traffic from a workload to its host once the workload's egress policy allowed it: Accept, Return (the host's INPUT rules decide) or Drop", enum(policy.HostActionAccept, policy.HostActionReturn, policy.HostActionDrop), func(c *Config) *policy.HostAction { return &c.EndpointToHost }),
+		field("takeover-node", "false", "register even when a Node of this name exists with another address (the host was readdressed or replaced); without it such a start is refused, so two hosts with one name never share an identity", boolean, func(c *Config) *bool { return &c.TakeoverNode }).isBool(),
 		field("kubeconfig", "", "Kubernetes API kubeconfig: CNI ADD reads the pod's labels, named ports and service account (empty: in-cluster when in a pod, else none)", anyString, func(c *Config) *string { return &c.Kubeconfig }),
 		field("config", "", "YAML file whose keys are these settings' names", anyString, func(c *Config) *string { return &c.ConfigFile }).flagAndEnvOnly(),
 	}

@@ -96,6 +96,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--etcd-endpoints", "ftp://x"}, nil, `--etcd-endpoints: invalid value "ftp://x"`},
 		{[]string{"--embedded-etcd", "/x", "--as-number", "-1"}, nil, "not an AS number"},
 		{[]string{"--embedded-etcd", "/x", "--iptables-backend", "ebpf"}, nil, "not one of auto, nft, legacy"},
+		{[]string{"--embedded-etcd", "/x", "--default-endpoint-to-host-action", "Allow"}, nil, "not one of Accept, Return, Drop"},
+		{[]string{"--embedded-etcd", "/x", "--takeover-node=perhaps"}, nil, "--takeover-node"},
 		{[]string{"--embedded-etcd", "/x", "--agent-socket", ""}, nil, "--agent-socket"},
 		{[]string{"--embedded-etcd", "/x", "stray"}, nil, "unexpected arguments"},
 		{[]string{"--no-such-flag"}, nil, "unknown flag: --no-such-flag"},

@@ -27,10 +27,26 @@ func detectNodeIP() (netip.Addr, error) {
 	return a, nil
 }
 
+// nodeRegistration is what the agent registers its Node with.
+type nodeRegistration struct {
+	name        string
+	addr, addr6 netip.Addr
+	asn         uint32
+	labels      map[string]string
+	takeover    bool // --takeover-node
+}
+
+// errNodeTaken: a Node of this name exists with another address.
+var errNodeTaken = errors.New("a Node of this name exists with another address")
+
 // registerNode creates this node's Node or brings its address (and AS, if
 // the flag set one) up to date, keeping what operators set: labels, route
-// reflector cluster ID, router ID.
-func registerNode(ctx context.Context, c *datastore.Client, name string, addr, addr6 netip.Addr, asn uint32, labels map[string]string) (*datastore.Node, error) {
+// reflector cluster ID, router ID. An existing Node with another address
+// is refused unless takeover is set: two hosts started with one name
+// would otherwise share an identity (the second takes the first's blocks,
+// endpoints and BGP sessions).
+func registerNode(ctx context.Context, c *datastore.Client, reg nodeRegistration) (*datastore.Node, error) {
+	name, addr, addr6, asn, labels := reg.name, reg.addr, reg.addr6, reg.asn, reg.labels
 	for attempt := 0; attempt < 5; attempt++ {
 		r, err := c.Get(ctx, datastore.KindNode, name)
 		if errors.Is(err, datastore.ErrNotFound) {
@@ -53,6 +69,9 @@ func registerNode(ctx context.Context, c *datastore.Client, name string, addr, a
 			return nil, err
 		}
 		n := r.(*datastore.Node)
+		if err := checkNodeAddress(n, addr, reg.takeover); err != nil {
+			return nil, err
+		}
 		before := n.Spec
 		hadLabel := n.Metadata.Labels[datastore.LabelNode] == name
 		for k, v := range labels {
@@ -85,4 +104,14 @@ func fillNode(n *datastore.Node, addr, addr6 netip.Addr, asn uint32) {
 	if asn != 0 {
 		n.Spec.ASNumber = asn
 	}
+}
+
+// checkNodeAddress refuses to take over an existing Node registered with
+// another IPv4 address, unless takeover.
+func checkNodeAddress(n *datastore.Node, addr netip.Addr, takeover bool) error {
+	if n.Spec.Address == "" || n.Spec.Address == addr.String() || takeover {
+		return nil
+	}
+	return fmt.Errorf("%w: Node %q has address %s, this host %s; if this host replaces it, start with --takeover-node; if it is another host, give it its own --node-name",
+		errNodeTaken, n.Metadata.Name, n.Spec.Address, addr)
 }

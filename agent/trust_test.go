@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,5 +259,83 @@ func TestSameContainerIDOnTwoNodes(t *testing.T) {
 	}
 	if !held {
 		t.Errorf("h1's DEL released h2's address %s (legacy handle %s)", theirs[0], ipam.HandleID(w.containerID, w.ifName)[:12])
+	}
+}
+
+// CNI GC acts only on attachments of its own network: a runtime
+// collecting network "other" with no valid attachments removes other's,
+// never calyx's.
+func TestGCOnlyTouchesItsNetwork(t *testing.T) {
+	h := newHost(t, hostOptions{})
+	mine, theirs := h.newWorkload("mine"), h.newWorkload("theirs")
+	h.add(mine)
+	otherConf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"other","type":"calyx","agentSocket":%q}`, h.socket)
+	o := h.cni("ADD", theirs, otherConf)
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	theirs.ip = resultIP(t, []byte(o.stdout))
+	if wep := h.getEndpoint(mine); wep.Spec.Network != "calyx" {
+		t.Errorf("endpoint records network %q, want calyx", wep.Spec.Network)
+	}
+	gcConf := fmt.Appendf(nil, `{"cniVersion":"1.1.0","name":"other","type":"calyx","agentSocket":%q,"cni.dev/valid-attachments":[]}`, h.socket)
+	if o := h.cni("GC", nil, gcConf); o.err != nil {
+		t.Fatalf("GC: %v", o.err)
+	}
+	h.waitNoLeftovers(theirs, 5*time.Second)
+	checkWired(t, h, mine)
+	if h.getEndpoint(mine) == nil {
+		t.Fatalf("GC of network other removed calyx's endpoint %s", mine.endpoint)
+	}
+	if err := pingFrom(h.ns, mine.ip); err != nil {
+		t.Errorf("calyx's attachment after other's GC: %v", err)
+	}
+}
+
+// A Node of this name registered with another address is not taken over
+// (two hosts with one name must not share an identity) unless the agent
+// is started with --takeover-node.
+func TestNodeNameTakenByAnotherAddress(t *testing.T) {
+	h := newHost(t, hostOptions{noPool: true})
+	out, err := h.calyxctl("", "get", "node", nodeName, "-o", "yaml")
+	if err != nil {
+		t.Fatalf("get node: %v\n%s", err, out)
+	}
+	other := strings.Replace(out, nodeIP, "198.18.0.9", 1)
+	if other == out {
+		t.Fatalf("Node %s does not show address %s:\n%s", nodeName, nodeIP, out)
+	}
+	if out, err := h.calyxctl(other, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply node: %v\n%s", err, out)
+	}
+	h.stopAgent(syscall.SIGTERM)
+
+	// The embedded etcd lives in the agent: the refused start must still
+	// have served it, and must exit with the reason.
+	h.startAgent()
+	select {
+	case <-h.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent started although Node h1 has another address")
+	}
+	h.stopAgent(syscall.SIGTERM)
+	logText, _ := os.ReadFile(filepath.Join(h.dir, "agent.log"))
+	if !strings.Contains(string(logText), "198.18.0.9") || !strings.Contains(string(logText), "--takeover-node") {
+		t.Errorf("the refusal does not name the other address and --takeover-node; log:\n%s", logText)
+	}
+
+	h.agentEnv = append(h.agentEnv, "CALYX_TAKEOVER_NODE=true")
+	h.startAgent()
+	h.waitInSync()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := h.calyxctl("", "get", "node", nodeName, "-o", "yaml")
+		if err == nil && strings.Contains(out, nodeIP) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with --takeover-node the Node did not get this host's address: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

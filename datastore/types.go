@@ -362,7 +362,10 @@ type WorkloadEndpointSpec struct {
 	InterfaceName string `json:"interfaceName"`
 	// ContainerInterface is the name inside the workload (eth0).
 	ContainerInterface string `json:"containerInterface,omitempty"`
-	MAC                string `json:"mac,omitempty"`
+	// Network is the CNI network name (the config's "name") the
+	// attachment was made for: CNI GC of a network touches only its own.
+	Network string `json:"network,omitempty"`
+	MAC     string `json:"mac,omitempty"`
 	// IPNetworks are the workload's addresses as /32 or /128 CIDRs.
 	IPNetworks []string `json:"ipNetworks"`
 	// Profiles name Profile resources whose labelsToApply the endpoint
