@@ -473,9 +473,11 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		}
 		return nil
 	}
+	start := time.Now()
 	if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the veth %s: %v", at.hostIf, err)
 	}
+	teardownTook := time.Since(start)
 	a.mu.Lock()
 	delete(a.pendingAdd, at.endpoint)
 	if _, inEtcd := a.state.endpoints[at.endpoint]; inEtcd {
@@ -493,6 +495,7 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 		a.local.ApplyPrefixes(ctx, ps...)
 	}
 	a.poke()
+	tDatastore := time.Now()
 	// The veth is gone, so the address may be reused: release it and drop
 	// the record at the same time (two independent etcd writes).
 	deleted := make(chan error, 1)
@@ -509,7 +512,9 @@ func (a *Agent) removeAttachment(ctx context.Context, at attachment) error {
 	if delErr != nil && !errors.Is(delErr, datastore.ErrNotFound) {
 		return datastoreError("deleting WorkloadEndpoint "+at.endpoint, delErr)
 	}
-	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint)
+	a.log.Info("workload deleted", "container", shortID(at.containerID), "endpoint", at.endpoint,
+		"took", time.Since(start).Round(time.Microsecond), "teardown", teardownTook.Round(time.Microsecond),
+		"datastore", time.Since(tDatastore).Round(time.Microsecond))
 	return nil
 }
 

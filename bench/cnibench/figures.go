@@ -22,7 +22,7 @@ func figures(sz sizes, cx, ref result) []bench.Figure {
 	ratioGoal := func(name string, calyx, peer, limit float64, notes string) bench.Figure {
 		f := bench.NewRatio(bench.Figure{
 			Name: name, Unit: "ms", Calyx: calyx, Peer: peer, PeerName: refName,
-			Goal: fmt.Sprintf("ratio <= %.1f", limit), Notes: notes,
+			Goal: fmt.Sprintf("ratio <= %g", limit), Notes: notes,
 		})
 		f.Met = f.Peer > 0 && f.Ratio <= limit
 		return f
