@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -136,31 +137,19 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 	var rev int64
 	var events []Event
 	for _, src := range s.sources {
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := s.etcd.Get(lctx, src.Prefix, opts...)
-		cancel()
-		if err != nil {
-			return 0, fmt.Errorf("listing %s: %w", src.Prefix, err)
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		for _, kv := range resp.Kvs {
+		var err error
+		rev, err = s.listPrefix(ctx, src.Prefix, rev, func(kv *mvccpb.KeyValue) {
 			key := string(kv.Key)
 			if s.ownerOf(key) != src.Prefix {
-				continue
+				return
 			}
 			val, err := src.Decode(key, kv.Value)
 			if err != nil {
 				s.log.Error("skipping undecodable key", "key", key, "err", err)
-				continue
+				return
 			}
 			if val == nil {
-				continue
+				return
 			}
 			seen[key] = true
 			old, had := s.cache[key]
@@ -170,9 +159,12 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 			case old.modRev != kv.ModRevision:
 				events = append(events, Event{Type: EventUpdate, Key: key, Value: val, Prev: old.value, Revision: kv.ModRevision})
 			default:
-				continue
+				return
 			}
 			s.cache[key] = cached{kv.ModRevision, src.kept(val)}
+		})
+		if err != nil {
+			return 0, err
 		}
 	}
 	var gone []string
@@ -189,6 +181,46 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 	events = append(events, Event{Type: EventInSync, Revision: rev})
 	handle(events)
 	return rev, nil
+}
+
+// listPageSize bounds one range of a relist: one range of a prefix with
+// 100k endpoints is a single response of ~80 MB held at once (500k: ~400
+// MB); pages read at the list's revision are the same snapshot.
+var listPageSize int64 = 1000
+
+// testHookListPage sees the size of each page read.
+var testHookListPage func(keys int)
+
+// listPrefix reads every key under prefix at rev (0: now), a page at a
+// time, and returns the revision read.
+func (s *Syncer) listPrefix(ctx context.Context, prefix string, rev int64, each func(*mvccpb.KeyValue)) (int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := s.etcd.Get(lctx, from, opts...)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("listing %s: %w", prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		if testHookListPage != nil {
+			testHookListPage(len(resp.Kvs))
+		}
+		for _, kv := range resp.Kvs {
+			each(kv)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return rev, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // ownerOf is the longest source prefix that holds key, so nested prefixes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +249,39 @@ func TestSyncerKeepNothing(t *testing.T) {
 	if del := evs[2]; del.Type != datastore.EventDelete || del.Prev != nil || del.Key != datastore.Key(datastore.KindIPPool, "listed") {
 		t.Errorf("delete: %+v, want the key and no Prev", del)
 	}
+}
+
+// A list longer than a page is read page by page at one revision: every
+// key arrives once, in one batch with the in-sync, and a change made
+// after the list still comes as a watch event.
+func TestSyncerListsInPages(t *testing.T) {
+	t.Cleanup(datastore.SetListPageSize(4))
+	var mu sync.Mutex
+	var pages []int
+	t.Cleanup(datastore.OnListPage(func(n int) { mu.Lock(); pages = append(pages, n); mu.Unlock() }))
+	e := etcdtest.Start(t)
+	c := newClient(t, e.Endpoint)
+	ctx := context.Background()
+	for i := range 11 {
+		c.Create(ctx, pool(fmt.Sprintf("p%02d", i), fmt.Sprintf("10.%d.0.0/16", 100+i)))
+	}
+	r := &recorder{}
+	runSyncer(t, datastore.NewSyncer(c.Etcd(), []datastore.Source{datastore.ResourceSource()}, slog.Default()), r)
+	r.waitFor(t, "initial list", func(_ []datastore.Event, synced int) bool { return synced == 1 })
+	evs, _ := r.snapshot()
+	if len(evs) != 11 {
+		t.Fatalf("listed %d keys, want 11: %s", len(evs), describe(evs))
+	}
+	mu.Lock()
+	if !slices.Equal(pages, []int{4, 4, 3}) {
+		t.Errorf("pages of %v keys, want [4 4 3]", pages)
+	}
+	mu.Unlock()
+	for i, ev := range evs {
+		if want := datastore.Key(datastore.KindIPPool, fmt.Sprintf("p%02d", i)); ev.Type != datastore.EventAdd || ev.Key != want {
+			t.Errorf("event %d: %s %s, want add %s", i, ev.Type, ev.Key, want)
+		}
+	}
+	c.Create(ctx, pool("after", "10.200.0.0/16"))
+	r.waitFor(t, "the watch after the list", func(evs []datastore.Event, _ int) bool { return len(evs) == 12 })
 }
