@@ -175,15 +175,7 @@ func testPolicyIPv6(ctx context.Context, t *testing.T, l *lab.Lab) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	lab.DiscardConns(ln)
 	target6 := net.JoinHostPort(server.IPv6(), "8080")
 	target4 := net.JoinHostPort(server.IPv4(), "8080")
 	connect := func(from, target string) error {

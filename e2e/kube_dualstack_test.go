@@ -48,7 +48,7 @@ func TestKubeNetworkPolicyDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go acceptAndClose(ln)
+	lab.DiscardConns(ln)
 
 	connects := func(from lab.Workload, ip string) bool {
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)

@@ -55,7 +55,7 @@ func TestKubePodLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go acceptAndClose(ln)
+	lab.DiscardConns(ln)
 	connects := func(from lab.Workload, to string) bool {
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
@@ -110,7 +110,7 @@ func TestKubePodLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln2.Close()
-	go acceptAndClose(ln2)
+	lab.DiscardConns(ln2)
 	if connects(other, web2.IP()) {
 		t.Error("a new pod selected by a policy accepted a connection it denies, right after CNI ADD")
 	}
@@ -219,14 +219,4 @@ func endpointOf(ctx context.Context, t *testing.T, ds *datastore.Client, pod str
 		}
 	}
 	return nil
-}
-
-func acceptAndClose(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Close()
-	}
 }

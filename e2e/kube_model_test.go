@@ -181,15 +181,7 @@ func (m *netpolModel) serve(p *kpod) {
 				m.t.Fatal(err)
 			}
 			m.closers = append(m.closers, ln)
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			lab.DiscardConns(ln)
 			continue
 		}
 		pc, err := m.l.ListenUDP(p.workload, addr)

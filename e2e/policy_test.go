@@ -56,15 +56,7 @@ func TestPolicyAllowsOnlyTheSelectedClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	lab.DiscardConns(ln)
 	target := net.JoinHostPort(server.IP(), "8080")
 	connect := func(from string) error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -49,17 +49,20 @@ func Run(ctx context.Context, quick bool, log *slog.Logger) (figs []bench.Figure
 	if quick {
 		sz = sizes{prefixes: 10_000, convergenceRuns: 10, scaleRounds: 2, quick: true}
 	}
-	return measure(ctx, sz, log)
-}
-
-func measure(ctx context.Context, sz sizes, log *slog.Logger) (figs []bench.Figure, err error) {
-	bins, err := benchkit.BinDir(ctx, log)
-	if err != nil {
-		return nil, fmt.Errorf("bgp benchmark: %w", err)
-	}
 	dir, err := os.MkdirTemp("", "bgpbench-")
 	if err != nil {
 		return nil, fmt.Errorf("bgp benchmark: lab directory: %w", err)
+	}
+	return measure(ctx, dir, sz, log)
+}
+
+// measure runs the lab in dir (its name gives the lab's namespace prefix,
+// lab.Prefix) and removes dir after a successful run.
+func measure(ctx context.Context, dir string, sz sizes, log *slog.Logger) (figs []bench.Figure, err error) {
+	bins, err := benchkit.BinDir(ctx, log)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("bgp benchmark: %w", err)
 	}
 	log.Info("bgp benchmark lab", "dir", dir, "bin", bins, "prefixes", sz.prefixes, "convergence_runs", sz.convergenceRuns)
 	level := os.Getenv("CALYX_BENCH_AGENT_LOG_LEVEL")

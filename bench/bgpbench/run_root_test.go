@@ -27,29 +27,14 @@ func TestRunSmallLab(t *testing.T) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	// Its own TMPDIR: the lab's directory, hence its namespace prefix, is
-	// found afterwards, and another lab running meanwhile (another
-	// package's test) does not count as left behind.
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	before := benchNamespaces(t, "cxl")
+	// The lab's directory names its namespace prefix: another lab running
+	// meanwhile (another package's test), or one a killed run left, has a
+	// prefix of its own.
+	dir := filepath.Join(t.TempDir(), "bgpbench")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// The lab's directory is removed after a successful run: note it
-	// while it exists.
-	labDir := make(chan string, 1)
-	go func() {
-		for ctx.Err() == nil {
-			if m, _ := filepath.Glob(filepath.Join(tmp, "bgpbench-*")); len(m) > 0 {
-				labDir <- m[0]
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		labDir <- ""
-	}()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	figs, err := measure(ctx, sizes{prefixes: 1000, convergenceRuns: 3, scaleRounds: 1, quick: true}, log)
+	figs, err := measure(ctx, dir, sizes{prefixes: 1000, convergenceRuns: 3, scaleRounds: 1, quick: true}, log)
 	if err != nil {
 		t.Fatalf("benchmark: %v", err)
 	}
@@ -72,34 +57,15 @@ func TestRunSmallLab(t *testing.T) {
 			t.Errorf("%s: calyx %v: not measured", f.Name, f.Calyx)
 		}
 	}
-	// Only namespaces this run made count: another lab on the machine (or
-	// one a killed run left) has a prefix of its own.
-	dir := <-labDir
-	if dir == "" {
-		t.Fatalf("the benchmark's lab directory was never seen under %s", tmp)
-	}
-	for name := range benchNamespaces(t, lab.Prefix(dir)) {
-		if !before[name] {
-			t.Errorf("namespace %s left behind", name)
-		}
-	}
-}
-
-// benchNamespaces is the set of named namespaces whose name starts with
-// prefix (a lab's).
-func benchNamespaces(t *testing.T, prefix string) map[string]bool {
-	t.Helper()
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	names := map[string]bool{}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			names[e.Name()] = true
+		if strings.HasPrefix(e.Name(), lab.Prefix(dir)) {
+			t.Errorf("namespace %s left behind", e.Name())
 		}
 	}
-	return names
 }
 
 // testWriter sends log lines to t.Log.
@@ -124,7 +90,7 @@ func TestProfileScale(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	figs, err := measure(ctx, sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: 1, quick: true}, log)
+	figs, err := measure(ctx, workDir(t), sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: 1, quick: true}, log)
 	if err != nil {
 		t.Fatalf("benchmark: %v", err)
 	}
@@ -149,11 +115,21 @@ func TestScaleOnly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	figs, err := measure(ctx, sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: rounds, quick: true}, log)
+	figs, err := measure(ctx, workDir(t), sizes{prefixes: 100_000, convergenceRuns: 1, scaleRounds: rounds, quick: true}, log)
 	if err != nil {
 		t.Fatalf("benchmark: %v", err)
 	}
 	for _, f := range figs {
 		t.Logf("%s: calyx %v, peer %v %s (%s)", f.Name, f.Calyx, f.Peer, f.Unit, f.Notes)
 	}
+}
+
+// workDir is a lab directory that outlives the test, so that the logs of
+// a failed profiling run stay (measure removes it after a success).
+func workDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "bgpbench-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -78,15 +78,7 @@ func setUp(ctx context.Context, l *lab.Lab) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	lab.DiscardConns(ln)
 	r := &runner{ctx: ctx, l: l, kc: kc, ln: ln, client: client.Name, target: net.JoinHostPort(server.IP(), "8080")}
 	if _, err := r.firstConnect(time.Now(), 10*time.Second); err != nil {
 		return nil, fmt.Errorf("client to server before any policy: %w", err)

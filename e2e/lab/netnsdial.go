@@ -21,6 +21,32 @@ func inNamespace(name string, fn func() error) error {
 	return netns.Do(netnsPath(name), fn)
 }
 
+// socketIn opens a socket (or anything holding one) inside the namespace:
+// a socket keeps the namespace it was created in.
+func socketIn[T any](netns string, open func() (T, error)) (T, error) {
+	var sock T
+	err := inNamespace(netns, func() error {
+		var err error
+		sock, err = open()
+		return err
+	})
+	return sock, err
+}
+
+// DiscardConns accepts connections on ln and closes each at once, until ln
+// is closed: a TCP server for probes that only need the handshake.
+func DiscardConns(ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
 // dialerIn returns a dial function whose TCP connections start inside the
 // namespace. addr may carry a scheme ("http://198.18.0.250:2379"), as the
 // etcd client hands it over.
@@ -29,25 +55,13 @@ func dialerIn(netns string) func(ctx context.Context, addr string) (net.Conn, er
 		if _, rest, ok := strings.Cut(addr, "://"); ok {
 			addr = rest
 		}
-		var c net.Conn
-		err := inNamespace(netns, func() error {
-			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return err
-		})
-		return c, err
+		return socketIn(netns, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) })
 	}
 }
 
 // listenIn opens a TCP listener inside the namespace.
 func listenIn(netns, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := inNamespace(netns, func() error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
-	return l, err
+	return socketIn(netns, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 }
 
 func writeFile(path, val string) error {

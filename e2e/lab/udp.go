@@ -9,13 +9,7 @@ func (l *Lab) ListenUDP(target, addr string) (net.PacketConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pc net.PacketConn
-	err = inNamespace(ns, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp", addr)
-		return err
-	})
-	return pc, err
+	return socketIn(ns, func() (net.PacketConn, error) { return net.ListenPacket("udp", addr) })
 }
 
 // DialUDP opens a UDP socket in from's namespace connected to addr.
@@ -24,11 +18,5 @@ func (l *Lab) DialUDP(from, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c net.Conn
-	err = inNamespace(ns, func() error {
-		var err error
-		c, err = net.Dial("udp", addr)
-		return err
-	})
-	return c, err
+	return socketIn(ns, func() (net.Conn, error) { return net.Dial("udp", addr) })
 }
