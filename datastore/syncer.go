@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +90,11 @@ type Syncer struct {
 	// until its watch fails. The watch requires a leader, so a cluster
 	// that lost quorum ends it too.
 	live atomic.Bool
+	// undecodable is every key whose current value does not decode, with
+	// the reason: the consumer keeps what it was told before (the syncer
+	// neither updates nor deletes such a key), and readiness reports it.
+	undecodableMu sync.Mutex
+	undecodable   map[string]string
 }
 
 // Live reports whether the syncer follows etcd now: listed, and its watch
@@ -103,7 +109,45 @@ type cached struct {
 // NewSyncer follows the sources. Prefixes must not nest inside each other
 // unless the outer source's Decode skips the inner one's keys.
 func NewSyncer(etcd *clientv3.Client, sources []Source, log *slog.Logger) *Syncer {
-	return &Syncer{etcd: etcd, sources: sources, log: log, cache: map[string]cached{}, RetryInterval: 2 * time.Second}
+	return &Syncer{etcd: etcd, sources: sources, log: log, cache: map[string]cached{}, RetryInterval: 2 * time.Second,
+		undecodable: map[string]string{}}
+}
+
+// Undecodable returns the keys whose value in etcd does not decode, each
+// with the reason. The consumer still holds such a key's last good value
+// (or none, if it never decoded): a bad write never becomes a delete.
+func (s *Syncer) Undecodable() map[string]string {
+	s.undecodableMu.Lock()
+	defer s.undecodableMu.Unlock()
+	out := make(map[string]string, len(s.undecodable))
+	for k, v := range s.undecodable {
+		out[k] = v
+	}
+	return out
+}
+
+// markUndecodable records key's decode failure and logs it once per
+// change of reason.
+func (s *Syncer) markUndecodable(key string, err error) {
+	s.undecodableMu.Lock()
+	old, had := s.undecodable[key]
+	s.undecodable[key] = err.Error()
+	s.undecodableMu.Unlock()
+	if !had || old != err.Error() {
+		_, kept := s.cache[key]
+		s.log.Error("undecodable key; keeping its previous value", "key", key, "had_previous", kept, "err", err)
+	}
+}
+
+// decoded forgets key's decode failure (it decoded, or went).
+func (s *Syncer) decoded(key string) {
+	s.undecodableMu.Lock()
+	_, had := s.undecodable[key]
+	delete(s.undecodable, key)
+	s.undecodableMu.Unlock()
+	if had {
+		s.log.Info("key decodes again", "key", key)
+	}
 }
 
 // Run delivers batches of events to handle until ctx ends. handle is called
@@ -134,6 +178,7 @@ func (s *Syncer) Run(ctx context.Context, handle func([]Event)) error {
 // relist reads every source at one revision and emits the difference.
 func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error) {
 	seen := map[string]bool{}
+	bad := map[string]bool{}
 	var rev int64
 	var events []Event
 	for _, src := range s.sources {
@@ -145,13 +190,16 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 			}
 			val, err := src.Decode(key, kv.Value)
 			if err != nil {
-				s.log.Error("skipping undecodable key", "key", key, "err", err)
+				// Not a delete: what the consumer has stays in force.
+				seen[key], bad[key] = true, true
+				s.markUndecodable(key, err)
 				return
 			}
 			if val == nil {
 				return
 			}
 			seen[key] = true
+			s.decoded(key)
 			old, had := s.cache[key]
 			switch {
 			case !had:
@@ -177,6 +225,12 @@ func (s *Syncer) relist(ctx context.Context, handle func([]Event)) (int64, error
 	for _, key := range gone {
 		events = append(events, Event{Type: EventDelete, Key: key, Prev: s.cache[key].value, Revision: rev})
 		delete(s.cache, key)
+	}
+	// A key that did not decode and is gone from etcd is no problem now.
+	for key := range s.Undecodable() {
+		if !bad[key] {
+			s.decoded(key)
+		}
 	}
 	events = append(events, Event{Type: EventInSync, Revision: rev})
 	handle(events)
@@ -270,6 +324,7 @@ func (s *Syncer) watch(ctx context.Context, rev int64, handle func([]Event)) err
 			}
 			old, had := s.cache[key]
 			if ev.Type == clientv3.EventTypeDelete {
+				s.decoded(key)
 				if had {
 					events = append(events, Event{Type: EventDelete, Key: key, Prev: old.value, Revision: ev.Kv.ModRevision})
 					delete(s.cache, key)
@@ -278,12 +333,13 @@ func (s *Syncer) watch(ctx context.Context, rev int64, handle func([]Event)) err
 			}
 			val, err := s.source(owner).Decode(key, ev.Kv.Value)
 			if err != nil {
-				s.log.Error("skipping undecodable key", "key", key, "err", err)
+				s.markUndecodable(key, err)
 				continue
 			}
 			if val == nil {
 				continue
 			}
+			s.decoded(key)
 			if had {
 				events = append(events, Event{Type: EventUpdate, Key: key, Value: val, Prev: old.value, Revision: ev.Kv.ModRevision})
 			} else {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,4 +285,79 @@ func TestSyncerListsInPages(t *testing.T) {
 	}
 	c.Create(ctx, pool("after", "10.200.0.0/16"))
 	r.waitFor(t, "the watch after the list", func(evs []datastore.Event, _ int) bool { return len(evs) == 12 })
+}
+
+// A key the consumer holds that no longer decodes is neither updated nor
+// deleted, by the watch or by a relist: a garbage write over a policy must
+// not remove it (that would open traffic). The key is reported until it
+// decodes again or is deleted.
+func TestSyncerKeepsUndecodableKey(t *testing.T) {
+	e := etcdtest.Start(t)
+	c := newClient(t, e.Endpoint)
+	ctx := context.Background()
+	c.Create(ctx, pool("good", "10.1.0.0/16"))
+	c.Create(ctx, pool("spoiled", "10.2.0.0/16"))
+	s := datastore.NewSyncer(c.Etcd(), []datastore.Source{datastore.ResourceSource()}, slog.Default())
+	r := &recorder{}
+	stop := runSyncer(t, s, r)
+	r.waitFor(t, "initial list", func(evs []datastore.Event, synced int) bool { return synced == 1 && len(evs) == 2 })
+	spoiled := datastore.Key(datastore.KindIPPool, "spoiled")
+	neverGood := datastore.Key(datastore.KindIPPool, "never-good")
+
+	// Through the watch.
+	c.Etcd().Put(ctx, spoiled, "\x00garbage{")
+	c.Etcd().Put(ctx, neverGood, "not json")
+	testutil.Eventually(t, 10*time.Second, "both keys reported", func() error {
+		if u := s.Undecodable(); len(u) != 2 || u[spoiled] == "" || u[neverGood] == "" {
+			return fmt.Errorf("undecodable: %v", u)
+		}
+		return nil
+	})
+
+	// Through a relist (the watch lost, history compacted).
+	stop()
+	resp, _ := c.Etcd().Get(ctx, "x")
+	if _, err := c.Etcd().Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	stop = runSyncer(t, s, r)
+	r.waitFor(t, "relist", func(_ []datastore.Event, synced int) bool { return synced == 2 })
+	if evs, _ := r.snapshot(); len(evs) != 2 {
+		t.Fatalf("events after the garbage writes: %s; want none (the consumer keeps the last good value)", describe(evs[2:]))
+	}
+	if u := s.Undecodable(); len(u) != 2 || !strings.Contains(u[spoiled], "decoding IPPool") {
+		t.Errorf("undecodable after the relist: %v", u)
+	}
+
+	// Fixed: an update, and no longer reported; deleted: no longer reported.
+	fixed, _ := datastore.Encode(pool("spoiled", "10.3.0.0/16"))
+	c.Etcd().Put(ctx, spoiled, string(fixed))
+	c.Etcd().Delete(ctx, neverGood)
+	r.waitFor(t, "the fix", func(evs []datastore.Event, _ int) bool { return len(evs) == 3 })
+	evs, _ := r.snapshot()
+	if upd := evs[2]; upd.Type != datastore.EventUpdate || upd.Value.(*datastore.IPPool).Spec.CIDR != "10.3.0.0/16" || upd.Prev.(*datastore.IPPool).Spec.CIDR != "10.2.0.0/16" {
+		t.Errorf("after the fix: %+v, want an update from the last good value", upd)
+	}
+	testutil.Eventually(t, 10*time.Second, "nothing reported", func() error {
+		if u := s.Undecodable(); len(u) != 0 {
+			return fmt.Errorf("undecodable: %v", u)
+		}
+		return nil
+	})
+
+	// A bad key deleted while the syncer was away is forgotten by the relist.
+	c.Etcd().Put(ctx, neverGood, "not json")
+	testutil.Eventually(t, 10*time.Second, "reported again", func() error {
+		if len(s.Undecodable()) != 1 {
+			return fmt.Errorf("undecodable: %v", s.Undecodable())
+		}
+		return nil
+	})
+	stop()
+	c.Etcd().Delete(ctx, neverGood)
+	runSyncer(t, s, r)
+	r.waitFor(t, "relist", func(_ []datastore.Event, synced int) bool { return synced == 3 })
+	if u := s.Undecodable(); len(u) != 0 {
+		t.Errorf("undecodable after a relist without the key: %v", u)
+	}
 }
