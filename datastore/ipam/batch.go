@@ -19,6 +19,7 @@ type batchState struct {
 	absentHandles map[string]bool
 	absentBlocks  map[netip.Prefix]bool
 	freshBlocks   map[netip.Prefix]bool // re-read in this batch
+	freshHandles  map[string]bool       // handles of requested addresses re-read in this batch
 	freshSnap     bool                  // the snapshot was read in this batch
 }
 
@@ -28,7 +29,7 @@ type batchState struct {
 func (i *IPAM) runBatch(ops []*op) {
 	ctx, stop := batchContext(ops)
 	defer stop()
-	bs := &batchState{absentHandles: map[string]bool{}, absentBlocks: map[netip.Prefix]bool{}, freshBlocks: map[netip.Prefix]bool{}}
+	bs := &batchState{absentHandles: map[string]bool{}, absentBlocks: map[netip.Prefix]bool{}, freshBlocks: map[netip.Prefix]bool{}, freshHandles: map[string]bool{}}
 	live := ops
 	for attempt := 0; ; attempt++ {
 		live = dropCancelled(live)

@@ -92,8 +92,25 @@ func (b *Block) find(ip netip.Addr) (int, bool) {
 	return slices.BinarySearchFunc(b.Allocations, ip, func(a Allocation, ip netip.Addr) int { return a.IP.Compare(ip) })
 }
 
-// DecodeBlock reads a stored block and checks that it is coherent.
+// DecodeBlock reads a stored block and checks that it is coherent. It reads
+// both layouts: the compact one (blockRecord, written since the bitmap
+// layout) and the legacy one (the Block as JSON with every allocation in
+// full), which a cluster upgraded in place still holds until each block's
+// next write. An allocation decoded from the compact layout has no Handle,
+// Attributes or Time: its handle record holds them (see fillFromHandles).
 func DecodeBlock(data []byte) (*Block, error) {
+	var probe struct {
+		V int `json:"v"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("decoding IPAM block: %w", err)
+	}
+	if probe.V == blockLayoutBitmap {
+		return decodeCompact(data)
+	}
+	if probe.V != 0 {
+		return nil, fmt.Errorf("decoding IPAM block: layout version %d is not known (this binary reads 0 and %d)", probe.V, blockLayoutBitmap)
+	}
 	var b Block
 	if err := json.Unmarshal(data, &b); err != nil {
 		return nil, fmt.Errorf("decoding IPAM block: %w", err)
@@ -129,8 +146,6 @@ func (b *Block) index() error {
 	}
 	return nil
 }
-
-func (b *Block) encode() ([]byte, error) { return json.Marshal(b) }
 
 func (b *Block) taken(o int) bool { return b.used[o/64]&(1<<(o%64)) != 0 }
 
@@ -177,10 +192,14 @@ func (b *Block) take(a Allocation) {
 	b.Cursor = (o + 1) % b.Size()
 }
 
-// release frees ip if handle holds it; it reports whether it did.
+// release frees ip if handle holds it (or the block does not say who
+// does); it reports whether it did.
 func (b *Block) release(ip netip.Addr, handle string) bool {
 	i, ok := b.find(ip)
-	if !ok || b.Allocations[i].Handle != handle {
+	// An allocation read from the compact layout names no handle: the
+	// caller's handle record lists the address, and the transaction that
+	// wrote both keeps them in step.
+	if !ok || (b.Allocations[i].Handle != handle && b.Allocations[i].Handle != "") {
 		return false
 	}
 	b.Allocations = slices.Delete(b.Allocations, i, i+1)

@@ -76,8 +76,12 @@ func TestBlockEncodingRoundTripsAndRejectsNonsense(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := back.Lookup(ip); !ok || a.Handle != "h1" || back.Affinity != "n1" || !back.taken(0) {
+	// The compact layout keeps who holds an address to the handle record.
+	if a, ok := back.Lookup(ip); !ok || a.Handle != "" || a.Node != "n2" || !a.Borrowed || back.Affinity != "n1" || !back.taken(0) || back.Cursor != b.Cursor {
 		t.Fatalf("decoded block lost data: %+v", back)
+	}
+	if !bytes.Contains(data, []byte(`"v":2`)) || bytes.Contains(data, []byte(`"h1"`)) {
+		t.Fatalf("encode wrote %s, want the compact layout without handles", data)
 	}
 	if got := back.BorrowedBy("n2"); len(got) != 1 || got[0] != ip {
 		t.Fatalf("BorrowedBy(n2) = %v", got)
@@ -88,6 +92,12 @@ func TestBlockEncodingRoundTripsAndRejectsNonsense(t *testing.T) {
 		"unaligned":  `{"cidr":"10.0.0.1/26"}`,
 		"too large":  `{"cidr":"10.0.0.0/16"}`,
 		"not a cidr": `{"cidr":"banana"}`,
+		"v3":         `{"v":3,"prefix":"10.0.0.0/26","used":"0000000000000000"}`,
+		"short map":  `{"v":2,"prefix":"10.0.0.0/26","used":"00"}`,
+		"bad hex":    `{"v":2,"prefix":"10.0.0.0/26","used":"zz00000000000000"}`,
+		"free other": `{"v":2,"prefix":"10.0.0.0/26","used":"0000000000000000","others":[{"o":3,"node":"n2"}]}`,
+		"far other":  `{"v":2,"prefix":"10.0.0.0/26","used":"0100000000000000","others":[{"o":64,"node":"n2"}]}`,
+		"no prefix":  `{"v":2,"cidr":"10.0.0.0/26","used":"0000000000000000"}`,
 	} {
 		if _, err := DecodeBlock([]byte(bad)); err == nil {
 			t.Errorf("DecodeBlock accepted a %s block", name)
@@ -200,4 +210,59 @@ func TestUsageTableAndJSON(t *testing.T) {
 		t.Errorf("WriteProblems = %q, %v", buf.String(), err)
 	}
 	t.Logf("\n%s", out)
+}
+
+// The legacy layout (every allocation in full, as binaries before the
+// compact one wrote it) still decodes with everything it holds.
+func TestBlockLegacyLayoutDecodes(t *testing.T) {
+	b := mustBlock(t, "10.0.0.0/26")
+	ip := takeNext(t, b, "h1")
+	b.Allocations[0].Endpoint, b.Allocations[0].Node = "ep1", "n1"
+	legacy, err := json.Marshal(b) // what the legacy encode wrote
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeBlock(legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := back.Lookup(ip); !ok || a.Handle != "h1" || a.Endpoint != "ep1" || !back.taken(0) || back.Free() != 63 {
+		t.Fatalf("legacy block decoded as %+v", back)
+	}
+}
+
+// A binary that knows only the legacy layout must refuse a compact block
+// rather than take it for an empty one (it would hand its addresses out
+// again during a rolling upgrade).
+func TestBlockCompactLayoutRefusedByLegacyDecoder(t *testing.T) {
+	b := mustBlock(t, "10.0.0.0/26")
+	takeNext(t, b, "h1")
+	data, err := b.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old Block // the legacy decoder: json into Block, then index
+	if err := json.Unmarshal(data, &old); err == nil {
+		if err := old.index(); err == nil {
+			t.Fatalf("the legacy decoder read the compact block %s as %+v", data, old)
+		}
+	}
+}
+
+// What an ADD writes into the block must not grow with the block's fill.
+func TestBlockEncodingSizeIndependentOfFill(t *testing.T) {
+	for _, cidr := range []string{"10.244.13.64/26", "fd00:244::1:0/122", "10.0.0.0/20"} {
+		b := newBlock(netip.MustParsePrefix(cidr), "default-ipv4-ippool", "node-0042.example.internal", time.Now())
+		empty, _ := b.encode()
+		for o, ok := b.nextFree(); ok; o, ok = b.nextFree() {
+			b.take(Allocation{IP: addrAt(b.Prefix, o), Node: b.Affinity, Time: time.Now(), Attributes: Attributes{Namespace: "default", Pod: "web-7d4b9c8f6-x2x9k", Endpoint: "node-0042.example.internal-k8s-web-7d4b9c8f6-x2x9k-eth0"},
+				Handle: "node-0042.example.internal/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef/eth0"})
+		}
+		full, _ := b.encode()
+		legacy, _ := json.Marshal(b)
+		t.Logf("%s: compact empty %d B, full %d B; legacy full %d B", cidr, len(empty), len(full), len(legacy))
+		if grow := len(full) - len(empty); grow > 2*b.Size()/4+8 { // the bitmap's hex, nothing per allocation
+			t.Errorf("%s: the compact block grew %d B from empty to full (%d addresses)", cidr, grow, b.Size())
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -212,14 +213,18 @@ func (i *IPAM) planSpecific(ctx context.Context, p *plan, req *Request, bs *batc
 			wb = p.blocks[cidr]
 		}
 		if a, taken := wb.b.Lookup(ip); taken {
-			if a.Handle == req.Handle {
+			if a.Handle == req.Handle || a.Handle == "" && i.handleLists(req.Handle, ip) {
 				// Ours already (a repeated request): the handle guard
 				// fails if the handle exists and returns it; else this
 				// writes the missing handle record.
 				addrs = append(addrs, HandleAddress{IP: ip, Block: cidr})
 				continue
 			}
-			return addrs, fmt.Errorf("%s is held by handle %q on node %q: %w", ip, a.Handle, a.Node, ErrAddressInUse)
+			holder := fmt.Sprintf("handle %q", a.Handle)
+			if a.Handle == "" {
+				holder = "another handle" // the compact layout names none; calyxctl ipam show --ip does
+			}
+			return addrs, fmt.Errorf("%s is held by %s on node %q: %w", ip, holder, a.Node, ErrAddressInUse)
 		}
 		if wb.b.Affinity != req.Node && p.snap.strict {
 			return addrs, fmt.Errorf("%s lies in block %s of node %q: %w", ip, cidr, wb.b.Affinity, ErrBorrowForbidden)
@@ -228,4 +233,11 @@ func (i *IPAM) planSpecific(ctx context.Context, p *plan, req *Request, bs *batc
 		addrs = append(addrs, HandleAddress{IP: ip, Block: cidr})
 	}
 	return addrs, nil
+}
+
+// handleLists reports whether the cached record of handle (read fresh in
+// this batch by prefetch) lists ip.
+func (i *IPAM) handleLists(handle string, ip netip.Addr) bool {
+	c := i.handles[handle]
+	return c != nil && slices.ContainsFunc(c.h.Addresses, func(a HandleAddress) bool { return a.IP == ip })
 }

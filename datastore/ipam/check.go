@@ -103,11 +103,14 @@ func (st *clusterState) check(now time.Time) []Problem {
 		b := st.blocks[cidr]
 		for _, a := range b.Allocations {
 			if st.handles[a.Handle] == nil {
-				fix := "gc frees it"
+				fix, repairs := "gc frees it", true
 				if a.Endpoint != "" && st.endpoints[a.Endpoint] != nil {
 					fix = fmt.Sprintf("gc rebuilds the record (endpoint %q exists)", a.Endpoint)
+					if _, ok := st.rebuiltHandle(a); a.Handle == "" && !ok {
+						fix, repairs = fmt.Sprintf("endpoint %q has it but names no container and interface to rebuild a handle from: gc keeps it; calyxctl ipam release --ip frees it", a.Endpoint), false
+					}
 				}
-				add(Problem{Kind: ProblemAllocationWithoutHandle, Subject: a.Handle, Node: a.Node, Addresses: []netip.Addr{a.IP}, GCRepairs: true,
+				add(Problem{Kind: ProblemAllocationWithoutHandle, Subject: a.Handle, Node: a.Node, Addresses: []netip.Addr{a.IP}, GCRepairs: repairs,
 					Detail: fmt.Sprintf("block %s holds it but the handle record is missing; %s", cidr, fix)})
 			}
 		}

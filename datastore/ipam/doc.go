@@ -5,7 +5,7 @@
 // block instead of one route per workload. Everything lives in etcd under
 // /calyx/v1/ipam/:
 //
-//	blocks/<addr>-<bits>          one Block: its affinity and every allocation in it
+//	blocks/<addr>-<bits>          one Block: its affinity, a bitmap of taken addresses, the other nodes' (layout.go)
 //	affinity/<node>/<addr>-<bits> the node's claim on the block (lists a node's blocks cheaply)
 //	handles/<id>                  one Handle: the addresses a workload attachment holds
 //

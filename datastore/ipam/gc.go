@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,17 +218,47 @@ func (i *IPAM) gc(ctx context.Context, node string, grace time.Duration) (Report
 	freeIn := map[netip.Prefix][]Allocation{}
 	for _, id := range sortedKeys(orphans) {
 		entries := orphans[id]
-		if ep := entries[0].Endpoint; ep != "" && st.endpoints[ep] != nil {
+		if id == "" {
+			// Entries of compact blocks that no handle lists: the record
+			// is rebuilt under the attachment's handle when an endpoint
+			// has the address and says which attachment it is; one an
+			// endpoint has without saying so is kept; the rest is freed.
+			rebuilt := map[string][]Allocation{}
+			entries = slices.DeleteFunc(slices.Clone(entries), func(a Allocation) bool {
+				if a.Endpoint == "" || st.endpoints[a.Endpoint] == nil {
+					return false
+				}
+				if hid, ok := st.rebuiltHandle(a); ok {
+					a.Node, a.Handle = st.endpoints[a.Endpoint].Spec.Node, hid
+					rebuilt[hid] = append(rebuilt[hid], a)
+				} else {
+					rep.Kept = append(rep.Kept, KeptHandle{Node: a.Node, Reason: fmt.Sprintf("%s: no handle lists it but endpoint %q has it", a.IP, a.Endpoint)})
+				}
+				return true
+			})
+			for _, hid := range sortedKeys(rebuilt) {
+				if note(i.restoreHandle(ctx, hid, rebuilt[hid], st)) {
+					i.log.Warn("IPAM gc rebuilt a missing handle record from the endpoint that has its addresses", "handle", hid, "endpoint", rebuilt[hid][0].Endpoint)
+					rep.RestoredHandles = append(rep.RestoredHandles, hid)
+				}
+			}
+			if len(entries) == 0 {
+				continue
+			}
+		} else if ep := entries[0].Endpoint; ep != "" && st.endpoints[ep] != nil {
 			if note(i.restoreHandle(ctx, id, entries, st)) {
 				i.log.Warn("IPAM gc rebuilt a missing handle record from its block entries", "handle", id, "endpoint", ep)
 				rep.RestoredHandles = append(rep.RestoredHandles, id)
 			}
 			continue
 		}
-		if keep(&Handle{ID: id, Node: entries[0].Node, Attributes: entries[0].Attributes}) {
+		if id != "" && keep(&Handle{ID: id, Node: entries[0].Node, Attributes: entries[0].Attributes}) {
 			continue
 		}
 		for _, a := range entries {
+			if id == "" && keep(&Handle{Node: a.Node}) {
+				continue // entries no handle lists are judged one by one
+			}
 			if old(a.Time) {
 				cidr := st.blockHolding(a.IP).Prefix
 				freeIn[cidr] = append(freeIn[cidr], a)

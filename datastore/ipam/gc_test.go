@@ -113,6 +113,9 @@ func TestCheckFindsInconsistenciesAndGCRepairsThem(t *testing.T) {
 	}
 	_, err := etcd.Delete(c.ctx, HandleKey("h1")) // allocation-without-handle
 	mustDo(err)
+	// The block does not name h1 (the compact layout): gc rebuilds the
+	// record from the endpoint, under the attachment's handle.
+	c.attachment("ep-h1", "n1", "cid-h1", "eth0", addrs[:1])
 	_, err = etcd.Delete(c.ctx, AffinityKey("n1", block)) // block-without-affinity-key
 	mustDo(err)
 	stray := netip.MustParsePrefix("10.244.0.192/26")
@@ -161,8 +164,8 @@ func TestCheckFindsInconsistenciesAndGCRepairsThem(t *testing.T) {
 		t.Fatalf("Check after gc = %+v, want only the stale endpoint", problems)
 	}
 	_, handles := c.state()
-	if h := handles["h1"]; h == nil || len(h.Addresses) != 1 || h.Addresses[0].IP != addrs[0].Addr() || h.Endpoint != "ep-h1" {
-		t.Errorf("handle h1 after gc = %+v, want its record rebuilt with %s", h, addrs[0])
+	if h := handles[AttachmentHandle("n1", "cid-h1", "eth0")]; h == nil || len(h.Addresses) != 1 || h.Addresses[0].IP != addrs[0].Addr() || h.Endpoint != "ep-h1" || h.Node != "n1" {
+		t.Errorf("handle of ep-h1 after gc = %+v, want its record rebuilt with %s", h, addrs[0])
 	}
 	if h := handles["h2"]; h == nil || len(h.Addresses) != 1 || h.Addresses[0].IP != addrs[1].Addr() {
 		t.Errorf("handle h2 after gc = %+v, want only %s", h, addrs[1])

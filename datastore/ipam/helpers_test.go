@@ -80,6 +80,11 @@ func (c *cluster) config(strict bool, maxBlocks int) {
 
 // endpoint writes the WorkloadEndpoint an agent would write after ADD.
 func (c *cluster) endpoint(name, node string, ips []netip.Prefix) {
+	c.attachment(name, node, "", "", ips)
+}
+
+// attachment is endpoint naming the container and its interface.
+func (c *cluster) attachment(name, node, containerID, ifName string, ips []netip.Prefix) {
 	var nets []string
 	for _, p := range ips {
 		nets = append(nets, p.String())
@@ -87,7 +92,8 @@ func (c *cluster) endpoint(name, node string, ips []netip.Prefix) {
 	c.apply(&datastore.WorkloadEndpoint{
 		TypeMeta: datastore.TypeMeta{APIVersion: datastore.APIVersion, Kind: datastore.KindWorkloadEndpoint},
 		Metadata: datastore.Metadata{Name: name},
-		Spec:     datastore.WorkloadEndpointSpec{Node: node, Workload: name, InterfaceName: "cx0123456789a", IPNetworks: nets},
+		Spec: datastore.WorkloadEndpointSpec{Node: node, Workload: name, InterfaceName: "cx0123456789a", IPNetworks: nets,
+			ContainerID: containerID, ContainerInterface: ifName},
 	})
 }
 

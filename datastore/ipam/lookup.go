@@ -3,8 +3,11 @@ package ipam
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // IPInfo says who holds one address (calyxctl ipam show --ip).
@@ -42,6 +45,12 @@ func (i *IPAM) LookupIP(ctx context.Context, ip netip.Addr) (IPInfo, error) {
 		return info, nil
 	}
 	info.Allocated, info.Allocation = true, &a
+	if err := i.resolveHolder(ctx, &a); err != nil {
+		return info, err
+	}
+	if a.Handle == "" {
+		return info, nil // no handle lists it: gc frees it
+	}
 	resp, err := i.etcd.Get(ctx, HandleKey(a.Handle))
 	if err != nil {
 		return info, err
@@ -52,4 +61,30 @@ func (i *IPAM) LookupIP(ctx context.Context, ip netip.Addr) (IPInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// resolveHolder fills in the handle of an allocation read from a compact
+// block, which does not name it, from the handle record that lists the
+// address: a scan of every handle, for operator commands only. It leaves
+// the handle empty when none does.
+func (i *IPAM) resolveHolder(ctx context.Context, a *Allocation) error {
+	if a.Handle != "" {
+		return nil
+	}
+	resp, err := i.etcd.Get(ctx, HandlesPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("listing IPAM handles: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		h, err := decodeHandle(kv.Value)
+		if err != nil || !slices.ContainsFunc(h.Addresses, func(x HandleAddress) bool { return x.IP == a.IP }) {
+			continue
+		}
+		a.Handle, a.Attributes, a.Time = h.ID, h.Attributes, h.Created
+		if h.Node != "" {
+			a.Node = h.Node
+		}
+		return nil
+	}
+	return nil
 }

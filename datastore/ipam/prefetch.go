@@ -67,6 +67,12 @@ func (i *IPAM) prefetch(ctx context.Context, ops []*op, bs *batchState) error {
 				}
 			}
 		case o.kind == opAllocate:
+			if id := o.req.Handle; len(o.req.IPs) > 0 && !bs.freshHandles[id] {
+				// A compact block does not say who holds an address: the
+				// handle's own record tells a repeated request.
+				bs.freshHandles[id] = true
+				rs.add(clientv3.OpGet(HandleKey(id)), func(kvs []*mvccpb.KeyValue) { i.absorbHandle(id, kvs, bs) })
+			}
 			for _, ip := range o.req.IPs {
 				// Read requested blocks fresh: "in use" must not come
 				// from a stale cache.

@@ -25,6 +25,11 @@ func (i *IPAM) ReleaseIP(ctx context.Context, ip netip.Addr) (Allocation, error)
 		if !ok {
 			return Allocation{}, fmt.Errorf("%s (block %s): %w", ip, b.Prefix, ErrNotAllocated)
 		}
+		// A handle listing ip cannot appear or go without changing the
+		// block, which the transaction's guard sees.
+		if err := i.resolveHolder(ctx, &a); err != nil {
+			return Allocation{}, err
+		}
 		b.release(ip, a.Handle)
 		b.Updated = i.now().UTC()
 		val, err := b.encode()

@@ -116,6 +116,7 @@ func readState(ctx context.Context, etcd *clientv3.Client) (*clusterState, error
 		return nil, err
 	}
 	st.rev = rev
+	st.fillFromHandles()
 	return st, nil
 }
 
