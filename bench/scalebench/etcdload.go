@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -20,11 +21,15 @@ type etcdLoad struct {
 	adds int
 	// Unary etcd RPCs (round trips) per ADD / DEL, the idle rate taken
 	// out; by method for the notes.
-	addRPCs, delRPCs     float64
-	addByMethod          map[string]float64
-	firstAddRPCs         float64 // the first ADD on a node claims a block
-	addBytes, delBytes   float64 // keys and values written
-	addEvents, delEvents float64 // watch events under the agents' prefix
+	addRPCs, delRPCs   float64
+	addByMethod        map[string]float64
+	firstAddRPCs       float64 // the first ADD on a node claims a block
+	addBytes, delBytes float64 // keys and values written
+	// The block rewrites of the ADDs and the DELs; what the legacy block
+	// layout would have written per ADD / DEL for the same changes.
+	addBlocks, delBlocks           []blockPut
+	legacyAddBytes, legacyDelBytes float64
+	addEvents, delEvents           float64 // watch events under the agents' prefix
 	// agentEvents is what another node's agent counted per ADD
 	// (calyx_datastore_events_total).
 	agentEvents float64
@@ -35,6 +40,8 @@ type etcdLoad struct {
 type watchCounter struct {
 	mu            sync.Mutex
 	events, bytes int
+	legacy        *legacyView
+	blocks        []blockPut // every block rewrite, in order
 	cancel        context.CancelFunc
 	done          chan struct{}
 	lastRev       int64
@@ -45,13 +52,18 @@ func startWatchCounter(ctx context.Context, c *clientv3.Client) (*watchCounter, 
 	if err != nil {
 		return nil, err
 	}
+	lv, err := newLegacyView(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &watchCounter{cancel: cancel, done: make(chan struct{})}
+	w := &watchCounter{legacy: lv, cancel: cancel, done: make(chan struct{})}
 	wch := c.Watch(wctx, datastore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	go func() {
 		defer close(w.done)
 		for r := range wch {
 			w.mu.Lock()
+			w.blocks = append(w.blocks, w.legacy.apply(r.Events)...)
 			for _, ev := range r.Events {
 				w.events++
 				w.bytes += len(ev.Kv.Key)
@@ -67,6 +79,13 @@ func startWatchCounter(ctx context.Context, c *clientv3.Client) (*watchCounter, 
 }
 
 func (w *watchCounter) stop() { w.cancel(); <-w.done }
+
+// blockPuts are the block rewrites seen so far.
+func (w *watchCounter) blockPuts() []blockPut {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.blocks)
+}
 
 // snapshot waits until the watch has delivered everything up to etcd's
 // current revision, then returns the counts so far.
@@ -205,6 +224,7 @@ func measureEtcdLoad(ctx context.Context, l *lab.Lab, n int, log *slog.Logger) (
 	if err != nil {
 		return r, err
 	}
+	p0 := len(w.blockPuts())
 	rpcs, by, events, bytes, err := phase("CNI ADD", func(name string) error {
 		_, err := l.AddWorkload(ctx, name, "host1", map[string]string{"app": "scale"})
 		return err
@@ -218,11 +238,16 @@ func measureEtcdLoad(ctx context.Context, l *lab.Lab, n int, log *slog.Logger) (
 	}
 	r.addRPCs, r.addByMethod = rpcs/float64(n), perOp(by, n)
 	r.addEvents, r.addBytes, r.agentEvents = float64(events)/float64(n), float64(bytes)/float64(n), (ev1-ev0)/float64(n)
+	puts := w.blockPuts()
+	r.addBlocks, p0 = puts[p0:], len(puts)
+	r.legacyAddBytes = r.addBytes + legacyExtra(r.addBlocks)/float64(n)
 	rpcs, _, events, bytes, err = phase("CNI DEL", func(name string) error { return l.DelWorkload(ctx, name) })
 	if err != nil {
 		return r, err
 	}
 	r.delRPCs, r.delEvents, r.delBytes = rpcs/float64(n), float64(events)/float64(n), float64(bytes)/float64(n)
+	r.delBlocks = w.blockPuts()[p0:]
+	r.legacyDelBytes = r.delBytes + legacyExtra(r.delBlocks)/float64(n)
 	return r, nil
 }
 
@@ -266,4 +291,33 @@ func methodsNote(by map[string]float64) string {
 		parts = append(parts, fmt.Sprintf("%s %.1f", k, by[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// legacyExtra is how many more bytes the legacy layout would have written
+// for these block rewrites.
+func legacyExtra(puts []blockPut) float64 {
+	extra := 0
+	for _, p := range puts {
+		extra += p.legacy - p.stored
+	}
+	return float64(extra)
+}
+
+// blockNote sums up the block rewrites: stored and legacy sizes at the
+// emptiest and the fullest.
+func blockNote(puts []blockPut) string {
+	if len(puts) == 0 {
+		return "no block rewrite seen"
+	}
+	lo, hi := puts[0], puts[0]
+	for _, p := range puts {
+		if p.used < lo.used {
+			lo = p
+		}
+		if p.used > hi.used {
+			hi = p
+		}
+	}
+	return fmt.Sprintf("%d block rewrites, the block %d B at %d addresses and %d B at %d (legacy layout %d B and %d B)",
+		len(puts), lo.stored, lo.used, hi.stored, hi.used, lo.legacy, hi.legacy)
 }

@@ -31,7 +31,7 @@ func TestRunSmallLab(t *testing.T) {
 	t.Cleanup(func() { testHookLabUp = nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sz := sizes{hosts: 3, workloads: 2, reflectors: 1, idle: time.Second, adds: 3, remoteEndpoints: 2000, remoteNodes: 20, settle: time.Second}
+	sz := sizes{hosts: 3, workloads: 2, reflectors: 1, idle: time.Second, adds: 3, remoteEndpoints: 2000, remoteNodes: 20, remoteBlocks: 20, allocsPerBlock: 50, settle: time.Second}
 	figs, err := measure(ctx, sz, benchtest.Logger(t))
 	if err != nil {
 		t.Fatalf("benchmark: %v", err)

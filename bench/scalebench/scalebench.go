@@ -33,18 +33,22 @@ type sizes struct {
 	hosts, workloads, reflectors int
 	// idle is how long the agents' idle CPU is sampled.
 	idle time.Duration
-	// adds is how many CNI ADDs (and DELs) the etcd figures average.
+	// adds is how many CNI ADDs (and DELs) the etcd figures average: 63
+	// fill the /26 the first ADD claimed.
 	adds int
 	// remoteEndpoints of remoteNodes fake nodes fill etcd for the memory
 	// figures.
 	remoteEndpoints, remoteNodes int
+	// remoteBlocks /26 blocks of fake nodes with allocsPerBlock
+	// addresses taken each fill etcd for the IPAM memory figure.
+	remoteBlocks, allocsPerBlock int
 	// settle is how long an agent is left alone before its RSS is read.
 	settle time.Duration
 }
 
 var (
-	fullSizes  = sizes{hosts: 50, workloads: 10, reflectors: 2, idle: 10 * time.Second, adds: 20, remoteEndpoints: 100_000, remoteNodes: 1000, settle: 5 * time.Second}
-	quickSizes = sizes{hosts: 50, workloads: 10, reflectors: 2, idle: 5 * time.Second, adds: 10, remoteEndpoints: 10_000, remoteNodes: 100, settle: 3 * time.Second}
+	fullSizes  = sizes{hosts: 50, workloads: 10, reflectors: 2, idle: 10 * time.Second, adds: 63, remoteEndpoints: 100_000, remoteNodes: 1000, remoteBlocks: 2000, allocsPerBlock: 50, settle: 5 * time.Second}
+	quickSizes = sizes{hosts: 50, workloads: 10, reflectors: 2, idle: 5 * time.Second, adds: 63, remoteEndpoints: 10_000, remoteNodes: 100, remoteBlocks: 200, allocsPerBlock: 50, settle: 3 * time.Second}
 )
 
 // Run measures every figure. quick: the same 50-host lab (it is the

@@ -161,3 +161,14 @@ func (st *clusterState) rebuiltHandle(a Allocation) (string, bool) {
 	}
 	return AttachmentHandle(ep.Spec.Node, ep.Spec.ContainerID, ep.Spec.ContainerInterface), true
 }
+
+// EncodeBlock is the stored form of b (the compact layout), checked as
+// DecodeBlock checks what it reads: for tools that write blocks themselves
+// (the scale benchmark's fake nodes). The IPAM writes its own.
+func EncodeBlock(b *Block) ([]byte, error) {
+	c := b.clone()
+	if err := c.index(); err != nil {
+		return nil, err
+	}
+	return c.encode()
+}
