@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) err
 	if err := a.startDatastore(ctx); err != nil {
 		return err
 	}
-	a.syncer = datastore.NewSyncer(a.client.Etcd(), []datastore.Source{agentResourceSource(), ipam.BlockSource()}, a.log.With("component", "syncer"))
+	a.syncer = datastore.NewSyncer(a.client.Etcd(), []datastore.Source{agentResourceSource(), ipam.NodeBlockSource(a.node)}, a.log.With("component", "syncer"))
 	// Before the dataplane: its parts report each apply to the metrics.
 	a.metrics = newMetrics(a)
 	if err := a.startDataplane(); err != nil {

@@ -50,6 +50,8 @@ type Block struct {
 	Allocations []Allocation `json:"allocations,omitempty"`
 
 	used []uint64 // bitmap of taken ordinals, rebuilt on decode
+	// hidden counts the taken addresses ForNode left out of Allocations.
+	hidden int
 }
 
 // CIDR is the block's prefix (the aggregate BGP announces).
@@ -59,13 +61,34 @@ func (b *Block) CIDR() netip.Prefix { return b.Prefix }
 func (b *Block) Size() int { return 1 << hostBits(b.Prefix) }
 
 // Used is the number of allocated addresses.
-func (b *Block) Used() int { return len(b.Allocations) }
+func (b *Block) Used() int { return len(b.Allocations) + b.hidden }
 
 // Free is the number of free addresses.
-func (b *Block) Free() int { return b.Size() - len(b.Allocations) }
+func (b *Block) Free() int { return b.Size() - b.Used() }
 
 // Empty reports whether no address is allocated.
-func (b *Block) Empty() bool { return len(b.Allocations) == 0 }
+func (b *Block) Empty() bool { return b.Used() == 0 }
+
+// ForNode is the block as the agent of node needs it: whole if node holds
+// it, else only the addresses node holds in it (the ones it borrowed, which
+// it announces), with Used still counting all. Every agent follows every
+// block, so at 5,000 nodes this is 10k blocks with 500k allocations of
+// which an agent needs a handful. A block ForNode trimmed is for reading:
+// the IPAM never writes one.
+func (b *Block) ForNode(node string) *Block {
+	if b.Affinity == node {
+		return b
+	}
+	c := *b
+	c.Allocations = nil
+	for _, a := range b.Allocations {
+		if a.Node == node {
+			c.Allocations = append(c.Allocations, a)
+		}
+	}
+	c.hidden = b.hidden + len(b.Allocations) - len(c.Allocations)
+	return &c
+}
 
 // BorrowedBy lists the addresses node borrowed from this block: node
 // announces each as a /32 (/128).
@@ -159,7 +182,7 @@ func (b *Block) clone() *Block {
 
 // nextFree finds a free ordinal at or after the cursor, wrapping around.
 func (b *Block) nextFree() (int, bool) {
-	if len(b.Allocations) >= b.Size() {
+	if b.Used() >= b.Size() {
 		return 0, false
 	}
 	if o, ok := b.firstFree(b.Cursor, b.Size()); ok {

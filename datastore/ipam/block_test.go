@@ -3,7 +3,9 @@ package ipam
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +266,30 @@ func TestBlockEncodingSizeIndependentOfFill(t *testing.T) {
 		if grow := len(full) - len(empty); grow > 2*b.Size()/4+8 { // the bitmap's hex, nothing per allocation
 			t.Errorf("%s: the compact block grew %d B from empty to full (%d addresses)", cidr, grow, b.Size())
 		}
+	}
+}
+
+// An agent keeps other nodes' blocks without their allocations, except
+// those of its own node; the counts stay the block's.
+func TestBlockForNodeKeepsOnlyWhatTheNodeNeeds(t *testing.T) {
+	b := mustBlock(t, "10.0.0.0/26") // affinity n1
+	for k, node := range []string{"n1", "n1", "n2", "n1", "n3", "n2"} {
+		b.take(Allocation{IP: addrAt(b.Prefix, k), Node: node, Borrowed: node != "n1", Handle: fmt.Sprint("h", k)})
+	}
+	if got := b.ForNode("n1"); got != b {
+		t.Fatalf("ForNode of the block's own node copied it")
+	}
+	n2 := b.ForNode("n2")
+	if len(n2.Allocations) != 2 || n2.Used() != 6 || n2.Free() != 58 || n2.Empty() || b.Used() != 6 {
+		t.Fatalf("ForNode(n2): %d allocations kept, Used %d, Free %d; the block's Used %d", len(n2.Allocations), n2.Used(), n2.Free(), b.Used())
+	}
+	if got, want := n2.BorrowedBy("n2"), b.BorrowedBy("n2"); !slices.Equal(got, want) {
+		t.Fatalf("ForNode(n2).BorrowedBy(n2) = %v, want %v", got, want)
+	}
+	if n4 := b.ForNode("n4"); len(n4.Allocations) != 0 || n4.Used() != 6 {
+		t.Fatalf("ForNode(n4) = %+v", n4)
+	}
+	if _, err := n2.encode(); err == nil {
+		t.Fatalf("a trimmed block was encoded: its hidden allocations would be lost")
 	}
 }

@@ -47,6 +47,9 @@ type otherRecord struct {
 
 // encode writes the compact layout.
 func (b *Block) encode() ([]byte, error) {
+	if b.hidden > 0 {
+		return nil, fmt.Errorf("IPAM block %s: a copy trimmed for one node (ForNode) is not written", b.Prefix)
+	}
 	r := blockRecord{V: blockLayoutBitmap, Prefix: b.Prefix, Pool: b.Pool, Affinity: b.Affinity, Updated: b.Updated, Cursor: b.Cursor}
 	words := make([]byte, 0, 8*len(b.used))
 	for k, w := range b.used {

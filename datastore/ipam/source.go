@@ -26,3 +26,20 @@ func BlockSource() datastore.Source {
 		return b, nil
 	}}
 }
+
+// NodeBlockSource is BlockSource for the agent of node: each block as
+// Block.ForNode gives it, so that the agent (and its syncer, which keeps
+// the last value of every key) holds other nodes' blocks without their
+// allocations.
+func NodeBlockSource(node string) datastore.Source {
+	src := BlockSource()
+	decode := src.Decode
+	src.Decode = func(key string, value []byte) (any, error) {
+		v, err := decode(key, value)
+		if b, ok := v.(*Block); ok && err == nil {
+			return b.ForNode(node), nil
+		}
+		return v, err
+	}
+	return src
+}
