@@ -95,8 +95,9 @@ type options struct {
 func WithLogLevel(l *slog.LevelVar) Option { return func(o *options) { o.level = l } }
 
 // WithFaults makes every CNI ADD call fault after each step
-// (ipam-allocated, veth-created, dataplane-programmed); a non-nil error
-// fails the ADD there, and every step taken is undone. For tests.
+// (ipam-allocated, veth-created, veth-configured, dataplane-programmed)
+// and in place of its etcd writes (ipam-commit, endpoint-write); a non-nil
+// error fails the ADD there, and every step taken is undone. For tests.
 func WithFaults(fault func(step string) error) Option { return func(o *options) { o.fault = fault } }
 
 // WithDataplaneBeatHook runs hook at each idle beat of the dataplane

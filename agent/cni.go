@@ -152,27 +152,57 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		}
 	}()
 
+	// The address commit (an etcd transaction) and the veth pair (the
+	// kernel's slowest step) do not depend on each other: make them at the
+	// same time. The addresses are needed only to configure the pair.
 	tIPAM := time.Now()
-	var addrs []netip.Prefix
-	err = withDatastoreTimeout(ctx, func(ctx context.Context) (err error) {
-		addrs, err = a.ipam.Allocate(ctx, ipam.Request{
-			Handle: at.handle, Node: a.node,
-			Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+	allocated := make(chan allocation, 1)
+	go func() {
+		var al allocation
+		al.err = withDatastoreTimeout(ctx, func(ctx context.Context) (err error) {
+			if err := a.failing("ipam-commit"); err != nil {
+				return err
+			}
+			al.addrs, err = a.ipam.Allocate(ctx, ipam.Request{
+				Handle: at.handle, Node: a.node,
+				Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+			})
+			return err
 		})
-		return err
-	})
-	if err != nil {
-		return nil, ipamError(err)
+		al.took = time.Since(tIPAM)
+		allocated <- al
+	}()
+	pair, vethErr := a.createVeth(ctx, at, inv, rebuild)
+	vethTook := time.Since(tIPAM)
+	al := <-allocated
+	// Undone last first: the veth goes before its addresses are released,
+	// so they are never reused while the old interface exists.
+	if al.err == nil {
+		undo.push("releasing addresses", func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
 	}
-	undo.push("releasing addresses", func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
-	ipamTook := time.Since(tIPAM)
+	if pair != nil {
+		defer pair.Close()
+		undo.push("removing the veth", func(ctx context.Context) error {
+			return a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf)
+		})
+	}
+	if al.err != nil {
+		return nil, ipamError(al.err)
+	}
+	if vethErr != nil {
+		return nil, vethErr
+	}
+	addrs := al.addrs
 	if err := a.fault("ipam-allocated"); err != nil {
+		return nil, err
+	}
+	if err := a.fault("veth-created"); err != nil {
 		return nil, err
 	}
 
 	// The container MAC is derived from the endpoint, so the endpoint
-	// record is complete before the veth exists: etcd is written while the
-	// kernel is programmed, not after.
+	// record is complete before the veth is configured: etcd is written
+	// while the kernel is programmed, not after.
 	w := a.newEndpoint(at, inv, meta, addrs)
 	w.Spec.MAC = veth.ContainerMAC(at.endpoint).String()
 
@@ -194,17 +224,22 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		return a.local.ApplyPrefixes(ctx, addrs...)
 	})
 
+	tRecord := time.Now()
 	recorded := make(chan error, 1)
 	go func() {
 		recorded <- withDatastoreTimeout(ctx, func(ctx context.Context) error {
+			if err := a.failing("endpoint-write"); err != nil {
+				return err
+			}
 			_, perr := a.client.Put(ctx, w)
 			return perr
 		})
 	}()
-	tWire := time.Now()
-	wireErr := a.wire(ctx, wiring{at: at, w: w, inv: inv, addrs: addrs, rebuild: rebuild}, &undo)
-	wireTook := time.Since(tWire)
-	if recErr := <-recorded; recErr == nil {
+	wireErr := a.wire(ctx, wiring{at: at, w: w, pair: pair, addrs: addrs})
+	wireTook := time.Since(tRecord)
+	recErr := <-recorded
+	recordTook := time.Since(tRecord)
+	if recErr == nil {
 		undo.push("deleting the WorkloadEndpoint", func(ctx context.Context) error {
 			if derr := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
 				return derr
@@ -219,8 +254,33 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 	}
 	a.poke()
 	log.Info("workload added", "addresses", w.Spec.IPNetworks, "host_interface", at.hostIf,
-		"took", time.Since(start).Round(time.Microsecond), "ipam", ipamTook.Round(time.Microsecond), "wire", wireTook.Round(time.Microsecond))
+		"took", time.Since(start).Round(time.Microsecond), "checks", tIPAM.Sub(start).Round(time.Microsecond),
+		"ipam", al.took.Round(time.Microsecond), "veth", vethTook.Round(time.Microsecond),
+		"wire", wireTook.Round(time.Microsecond), "record", recordTook.Round(time.Microsecond))
 	return &apipb.AddReply{Result: a.resultFor(at, w)}, nil
+}
+
+// allocation is the outcome of an ADD's IPAM commit.
+type allocation struct {
+	addrs []netip.Prefix
+	err   error
+	took  time.Duration
+}
+
+// createVeth makes the attachment's veth pair, without addresses yet
+// (removing a broken one of the attachment first when rebuilding). It
+// returns the CNI error to send; on error no pair of this call is left.
+func (a *Agent) createVeth(ctx context.Context, at attachment, inv *apipb.Invocation, rebuild bool) (*veth.Pair, error) {
+	if rebuild {
+		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
+			return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
+		}
+	}
+	pair, err := a.plumber.Create(ctx, a.vethSpec(at, nil, inv))
+	if err != nil {
+		return nil, apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
+	}
+	return pair, nil
 }
 
 // undoTimeout bounds each undo step. Undo uses its own context: the
@@ -258,30 +318,22 @@ func (u *undoStack) unwind(log *slog.Logger) {
 
 // wiring is what wire programs for one ADD.
 type wiring struct {
-	at      attachment
-	w       *datastore.WorkloadEndpoint
-	inv     *apipb.Invocation
-	addrs   []netip.Prefix // from IPAM, as in w
-	rebuild bool           // remove a broken veth of the attachment first
+	at    attachment
+	w     *datastore.WorkloadEndpoint
+	pair  *veth.Pair     // from createVeth, not configured yet
+	addrs []netip.Prefix // from IPAM, as in w
 }
 
-// wire programs the kernel for a new endpoint: the veth pair, the host
-// route and the policy, each pushed on undo. It returns the CNI error to
-// send.
-func (a *Agent) wire(ctx context.Context, o wiring, undo *undoStack) error {
+// wire finishes the kernel side of a new endpoint: the pair's addresses
+// and routes, the host route and the policy. The caller's undo removes
+// the pair, the route and the policy if it fails. It returns the CNI error
+// to send.
+func (a *Agent) wire(ctx context.Context, o wiring) error {
 	at := o.at
-	if o.rebuild {
-		if err := a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf); err != nil {
-			return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "removing the broken veth %s before rewiring: %v", at.hostIf, err)
-		}
-	}
-	if _, err := a.plumber.Setup(ctx, a.vethSpec(at, o.w, o.inv)); err != nil {
+	if _, err := o.pair.Configure(ctx, o.addrs); err != nil {
 		return apipb.Errorf(codes.Internal, apipb.CodeDataplaneFailed, "wiring the workload: %v", err)
 	}
-	undo.push("removing the veth", func(ctx context.Context) error {
-		return a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf)
-	})
-	if err := a.fault("veth-created"); err != nil {
+	if err := a.fault("veth-configured"); err != nil {
 		return err
 	}
 	// Program the route and policy now: the workload must be reachable
@@ -302,8 +354,22 @@ func (a *Agent) wire(ctx context.Context, o wiring, undo *undoStack) error {
 	return a.fault("dataplane-programmed")
 }
 
+// failing fails an etcd write, as the datastore would, when a test asked
+// for it (WithFaults with ipam-commit or endpoint-write): the kernel work
+// beside it must be undone too.
+func (a *Agent) failing(write string) error {
+	if a.opts.fault == nil {
+		return nil
+	}
+	if err := a.opts.fault(write); err != nil {
+		return fmt.Errorf("injected failure of %s: %w", write, err)
+	}
+	return nil
+}
+
 // fault fails the request after a named step when a test asked for it
-// (WithFaults), to prove that every step taken is undone.
+// (WithFaults), to prove that every step taken is undone: ipam-allocated,
+// veth-created, veth-configured, dataplane-programmed.
 func (a *Agent) fault(step string) error {
 	if a.opts.fault == nil {
 		return nil
@@ -405,8 +471,13 @@ func (a *Agent) newEndpoint(at attachment, inv *apipb.Invocation, meta endpointM
 	return w
 }
 
+// vethSpec is the attachment's veth; w may be nil (no addresses yet).
 func (a *Agent) vethSpec(at attachment, w *datastore.WorkloadEndpoint, inv *apipb.Invocation) veth.Spec {
-	return veth.Spec{NetNSPath: at.netns, ContainerIfName: at.ifName, HostIfName: at.hostIf, Addresses: endpointPrefixes(w), MTU: int(inv.GetMtu()),
+	var addrs []netip.Prefix
+	if w != nil {
+		addrs = endpointPrefixes(w)
+	}
+	return veth.Spec{NetNSPath: at.netns, ContainerIfName: at.ifName, HostIfName: at.hostIf, Addresses: addrs, MTU: int(inv.GetMtu()),
 		ContainerMAC: veth.ContainerMAC(at.endpoint)}
 }
 

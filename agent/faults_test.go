@@ -239,12 +239,26 @@ func TestFaults(t *testing.T) {
 		h.waitNoLeftovers(a, 5*time.Second)
 	})
 
-	for _, step := range []string{"ipam-allocated", "veth-created", "dataplane-programmed"} {
+	// ipam-commit and endpoint-write fail an etcd write while the veth
+	// is made or configured beside it: the kernel side is undone too.
+	for _, f := range []struct {
+		step string
+		code uint
+		msg  string
+	}{
+		{"ipam-commit", 102, "injected failure of ipam-commit"},
+		{"ipam-allocated", 101, "injected fault after ipam-allocated"},
+		{"veth-created", 101, "injected fault after veth-created"},
+		{"endpoint-write", 102, "injected failure of endpoint-write"},
+		{"veth-configured", 101, "injected fault after veth-configured"},
+		{"dataplane-programmed", 101, "injected fault after dataplane-programmed"},
+	} {
+		step := f.step
 		t.Run("fault after "+step, func(t *testing.T) {
 			fh := newHost(t, hostOptions{hooks: []string{"--test-fault-after", step}})
 			w := fh.newWorkload("f")
 			o := fh.cni("ADD", w, nil)
-			expectCNIError(t, o, 101, "injected fault after "+step)
+			expectCNIError(t, o, f.code, f.msg)
 			fh.waitNoLeftovers(w, 5*time.Second)
 			if err := fh.nothingLeft([]*workload{w}); err != nil {
 				t.Error(err)

@@ -22,32 +22,78 @@ func (p *Plumber) Setup(ctx context.Context, spec Spec) (res Result, err error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("workload spec: %w", err)
 	}
-	hostH, err := netns.NewHandle(p.opts.HostNetNSPath)
+	pair, err := p.Create(ctx, spec)
 	if err != nil {
 		return Result{}, err
 	}
-	defer hostH.Close()
+	defer pair.Close()
+	res, err = pair.Configure(ctx, spec.Addresses)
+	if err != nil {
+		if rerr := pair.Remove(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+		}
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// Pair is a veth pair that Create made and Configure has not finished: the
+// workload end is in its namespace with its name, MAC and MTU, but has no
+// addresses or routes and both ends are down. It holds netlink handles in
+// both namespaces; Close releases them.
+type Pair struct {
+	p      *Plumber
+	spec   Spec
+	hostH  *netlink.Handle
+	contH  *netlink.Handle
+	closed bool
+}
+
+// Create makes the workload's veth pair, the workload end directly inside
+// spec.NetNSPath, and sets the host end's IPv4 sysctls; spec.Addresses may
+// still be empty (the agent creates the pair while IPAM allocates). It
+// never takes over an existing interface, and if it fails it leaves
+// nothing. The caller finishes the pair with Configure or removes it.
+func (p *Plumber) Create(ctx context.Context, spec Spec) (_ *Pair, err error) {
+	spec, err = spec.normalizedNames()
+	if err != nil {
+		return nil, fmt.Errorf("workload spec: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	hostH, err := netns.NewHandle(p.opts.HostNetNSPath)
+	if err != nil {
+		return nil, err
+	}
 	contNS, err := netns.Open(spec.NetNSPath)
 	if err != nil {
-		return Result{}, fmt.Errorf("workload network namespace: %w", err)
+		hostH.Close()
+		return nil, fmt.Errorf("workload network namespace: %w", err)
 	}
 	defer contNS.Close()
 	contH, err := netlink.NewHandleAt(contNS, unix.NETLINK_ROUTE)
 	if err != nil {
-		return Result{}, fmt.Errorf("netlink handle in %s: %w", spec.NetNSPath, err)
+		hostH.Close()
+		return nil, fmt.Errorf("netlink handle in %s: %w", spec.NetNSPath, err)
 	}
-	defer contH.Close()
+	pair := &Pair{p: p, spec: spec, hostH: hostH, contH: contH}
+	defer func() {
+		if err != nil {
+			pair.Close()
+		}
+	}()
 
 	// Never take over an interface that is already there.
 	if _, lerr := hostH.LinkByName(spec.HostIfName); lerr == nil {
-		return Result{}, fmt.Errorf("host interface %s already exists", spec.HostIfName)
+		return nil, fmt.Errorf("host interface %s already exists", spec.HostIfName)
 	} else if !isNotFound(lerr) {
-		return Result{}, fmt.Errorf("look up host interface %s: %w", spec.HostIfName, lerr)
+		return nil, fmt.Errorf("look up host interface %s: %w", spec.HostIfName, lerr)
 	}
 	if _, lerr := contH.LinkByName(spec.ContainerIfName); lerr == nil {
-		return Result{}, fmt.Errorf("interface %s already exists in %s", spec.ContainerIfName, spec.NetNSPath)
+		return nil, fmt.Errorf("interface %s already exists in %s", spec.ContainerIfName, spec.NetNSPath)
 	} else if !isNotFound(lerr) {
-		return Result{}, fmt.Errorf("look up %s in %s: %w", spec.ContainerIfName, spec.NetNSPath, lerr)
+		return nil, fmt.Errorf("look up %s in %s: %w", spec.ContainerIfName, spec.NetNSPath, lerr)
 	}
 
 	veth := &netlink.Veth{
@@ -62,28 +108,50 @@ func (p *Plumber) Setup(ctx context.Context, spec Spec) (res Result, err error) 
 		PeerHardwareAddr: spec.ContainerMAC,
 	}
 	if err := hostH.LinkAdd(veth); err != nil {
-		return Result{}, fmt.Errorf("create veth %s (peer %s in %s): %w", spec.HostIfName, spec.ContainerIfName, spec.NetNSPath, err)
+		return nil, fmt.Errorf("create veth %s (peer %s in %s): %w", spec.HostIfName, spec.ContainerIfName, spec.NetNSPath, err)
 	}
 	defer func() {
 		if err != nil {
-			// Deleting the host end removes the pair wherever its peer is.
-			if cerr := deleteLink(hostH, spec.HostIfName); cerr != nil {
+			if cerr := pair.Remove(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("roll back: %w", cerr))
 			}
 		}
 	}()
 	if err = p.step(StepVethCreated); err != nil {
-		return Result{}, err
+		return nil, err
 	}
+	// The family-independent host sysctls, while the addresses are not
+	// known yet; Configure adds the IPv6 ones.
+	err = netns.Do(p.opts.HostNetNSPath, func() error {
+		_, err := sysctl.Ensure(sysctl.HostInterface(spec.HostIfName, false))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("host interface %s settings: %w", spec.HostIfName, err)
+	}
+	return pair, nil
+}
 
-	contLink, err := p.setupContainerSide(ctx, contH, spec)
+// Configure gives a pair from Create its addresses (each a /32 or /128),
+// the workload end's routes and the host end's proxy-ARP, and brings both
+// ends up. If it fails, the pair stays as far as it got: the caller
+// removes it (Remove, or Teardown later).
+func (pr *Pair) Configure(ctx context.Context, addrs []netip.Prefix) (Result, error) {
+	p := pr.p
+	spec := pr.spec
+	spec.Addresses = addrs
+	spec, err := spec.normalized()
+	if err != nil {
+		return Result{}, fmt.Errorf("workload spec: %w", err)
+	}
+	contLink, err := p.setupContainerSide(ctx, pr.contH, spec)
 	if err != nil {
 		return Result{}, err
 	}
 	if err = p.step(StepContainerConfigured); err != nil {
 		return Result{}, err
 	}
-	hostLink, err := p.setupHostSide(ctx, hostH, spec)
+	hostLink, err := p.setupHostSide(ctx, pr.hostH, spec)
 	if err != nil {
 		return Result{}, err
 	}
@@ -100,6 +168,25 @@ func (p *Plumber) Setup(ctx context.Context, spec Spec) (res Result, err error) 
 		HostMAC:         hostLink.Attrs().HardwareAddr,
 		HostIndex:       hostLink.Attrs().Index,
 	}, nil
+}
+
+// Remove deletes the pair (deleting the host end removes both ends); a
+// pair already gone is fine. It works after Close too.
+func (pr *Pair) Remove() error {
+	if pr.closed {
+		return netns.DoHandle(pr.p.opts.HostNetNSPath, func(h *netlink.Handle) error { return deleteLink(h, pr.spec.HostIfName) })
+	}
+	return deleteLink(pr.hostH, pr.spec.HostIfName)
+}
+
+// Close releases the pair's netlink handles; the pair itself stays.
+func (pr *Pair) Close() {
+	if pr.closed {
+		return
+	}
+	pr.closed = true
+	pr.hostH.Close()
+	pr.contH.Close()
 }
 
 // setupContainerSide gives the workload end its addresses and its routes:
@@ -204,17 +291,18 @@ func (p *Plumber) setupHostSide(ctx context.Context, h *netlink.Handle, spec Spe
 		return nil, fmt.Errorf("find host interface %s: %w", spec.HostIfName, err)
 	}
 	v6 := spec.hasV6()
-	err = netns.Do(p.opts.HostNetNSPath, func() error {
-		if v6 && !sysctl.IPv6Available() {
-			return errors.New("IPv6 address requested but the host namespace has no IPv6")
-		}
-		_, err := sysctl.Ensure(sysctl.HostInterface(spec.HostIfName, v6))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("host interface %s settings: %w", spec.HostIfName, err)
-	}
 	if v6 {
+		// Create set the IPv4 ones.
+		err = netns.Do(p.opts.HostNetNSPath, func() error {
+			if !sysctl.IPv6Available() {
+				return errors.New("IPv6 address requested but the host namespace has no IPv6")
+			}
+			_, err := sysctl.Ensure(sysctl.HostInterface(spec.HostIfName, true))
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("host interface %s settings: %w", spec.HostIfName, err)
+		}
 		gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(GatewayV6, 64)), Flags: unix.IFA_F_NODAD}
 		if err := h.AddrAdd(link, gw); err != nil {
 			return nil, fmt.Errorf("add %s to %s: %w", GatewayV6, spec.HostIfName, err)

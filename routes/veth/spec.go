@@ -102,6 +102,34 @@ func (s Spec) hasV6() bool {
 
 // normalized fills defaults and validates, naming the first problem.
 func (s Spec) normalized() (Spec, error) {
+	s, err := s.normalizedNames()
+	if err != nil {
+		return s, err
+	}
+	if len(s.Addresses) == 0 {
+		return s, errors.New("no workload addresses given")
+	}
+	seen := make(map[netip.Addr]bool)
+	for _, p := range s.Addresses {
+		if err := validAddress(p); err != nil {
+			return s, err
+		}
+		if seen[p.Addr()] {
+			return s, fmt.Errorf("address %s listed twice", p.Addr())
+		}
+		seen[p.Addr()] = true
+	}
+	if s.hasV6() && s.MTU < minMTUv6 {
+		return s, fmt.Errorf("MTU %d out of range %d-65535", s.MTU, minMTUv6)
+	}
+	return s, nil
+}
+
+// Minimum MTUs: IPv4's, and IPv6's (RFC 8200).
+const minMTUv4, minMTUv6 = 68, 1280
+
+// normalizedNames is normalized without the addresses: what Create needs.
+func (s Spec) normalizedNames() (Spec, error) {
 	if s.ContainerIfName == "" {
 		s.ContainerIfName = DefaultContainerIfName
 	}
@@ -120,25 +148,8 @@ func (s Spec) normalized() (Spec, error) {
 	if err := validIfName("host interface", s.HostIfName); err != nil {
 		return s, err
 	}
-	if len(s.Addresses) == 0 {
-		return s, errors.New("no workload addresses given")
-	}
-	seen := make(map[netip.Addr]bool)
-	for _, p := range s.Addresses {
-		if err := validAddress(p); err != nil {
-			return s, err
-		}
-		if seen[p.Addr()] {
-			return s, fmt.Errorf("address %s listed twice", p.Addr())
-		}
-		seen[p.Addr()] = true
-	}
-	minMTU := 68
-	if s.hasV6() {
-		minMTU = 1280
-	}
-	if s.MTU < minMTU || s.MTU > 65535 {
-		return s, fmt.Errorf("MTU %d out of range %d-65535", s.MTU, minMTU)
+	if s.MTU < minMTUv4 || s.MTU > 65535 {
+		return s, fmt.Errorf("MTU %d out of range %d-65535", s.MTU, minMTUv4)
 	}
 	return s, nil
 }

@@ -6,7 +6,8 @@
 //	testagent [--test-fault-after STEP] [--test-stall-when FILE] [--test-dataplane-deadline D] [agent settings]
 //
 // --test-fault-after fails every CNI ADD after STEP (ipam-allocated,
-// veth-created, dataplane-programmed); --test-stall-when blocks the
+// veth-created, veth-configured, dataplane-programmed) or in place of an
+// etcd write (ipam-commit, endpoint-write); --test-stall-when blocks the
 // dataplane loop once FILE exists, so that its heartbeat stops;
 // --test-dataplane-deadline shortens that loop's stall deadline.
 package main
