@@ -58,6 +58,7 @@ type Agent struct {
 	state        *clusterState
 	pendingAdd   map[string]*datastore.WorkloadEndpoint // written by CNI ADD, not yet seen by the syncer
 	pendingDel   map[string]bool                        // deleted by CNI DEL, not yet seen by the syncer
+	refused      map[string]string                      // "Policy/name" -> why the policy dataplane refused it (input.go)
 	learnedPaths *learnedPaths
 	learnedSync  learnedSync // which learned prefixes the table has yet to hear of
 	lastPeers    []bgp.Peer
@@ -130,7 +131,7 @@ func partStall(resync time.Duration) time.Duration { return 2*resync + time.Minu
 func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts ...Option) error {
 	a := &Agent{
 		cfg: cfg, log: log, node: cfg.NodeName, startedAt: time.Now(),
-		state: newClusterState(cfg.NodeName), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{},
+		state: newClusterState(cfg.NodeName), pendingAdd: map[string]*datastore.WorkloadEndpoint{}, pendingDel: map[string]bool{}, refused: map[string]string{},
 		learnedPaths: newLearnedPaths(nil),
 		synced:       make(chan struct{}), kick: make(chan struct{}, 1),
 	}
@@ -358,5 +359,6 @@ func (a *Agent) readiness() map[string]readiness {
 			}
 			return true, ""
 		},
+		"input": a.inputReadiness,
 	}
 }

@@ -36,9 +36,13 @@ func (a *Agent) onSyncerEvents(evs []datastore.Event) {
 	}
 	a.mu.Unlock()
 	if ch.policy {
-		if err := a.policy.SetPools(pools); err != nil {
-			a.log.Error("policy: pools refused", "err", err)
+		err := a.policy.SetPools(pools)
+		if err != nil {
+			a.log.Error("policy: pools refused; the previous ones stay in force", "err", err)
 		}
+		a.mu.Lock()
+		a.refusePolicyInputLocked(datastore.KindIPPool, "*", err)
+		a.mu.Unlock()
 	}
 	if ch.inSync && !a.isSynced() {
 		a.log.Info("datastore in sync", "revision", evs[len(evs)-1].Revision)
@@ -74,9 +78,11 @@ func (a *Agent) feedPolicy(ev datastore.Event) {
 				a.setPolicyEndpoint(v)
 			}
 		case *datastore.Policy:
-			if err := a.policy.SetPolicy(v); err != nil {
+			err := a.policy.SetPolicy(v)
+			if err != nil {
 				a.log.Error("policy refused; the previous version stays in force", "policy", v.Metadata.Name, "err", err)
 			}
+			a.refusePolicyInputLocked(datastore.KindPolicy, v.Metadata.Name, err)
 		case *datastore.Profile:
 			a.policy.SetProfile(v)
 		}
@@ -86,18 +92,24 @@ func (a *Agent) feedPolicy(ev datastore.Event) {
 			if a.pendingAdd[v.Metadata.Name] == nil {
 				a.policy.DeleteEndpoint(v.Metadata.Name)
 			}
+			a.refusePolicyInputLocked(datastore.KindWorkloadEndpoint, v.Metadata.Name, nil)
 		case *datastore.Policy:
 			a.policy.DeletePolicy(v.Metadata.Name)
+			a.refusePolicyInputLocked(datastore.KindPolicy, v.Metadata.Name, nil)
 		case *datastore.Profile:
 			a.policy.DeleteProfile(v.Metadata.Name)
 		}
 	}
 }
 
+// setPolicyEndpoint hands the policy dataplane an endpoint from etcd.
+// Called with a.mu held.
 func (a *Agent) setPolicyEndpoint(w *datastore.WorkloadEndpoint) {
-	if err := a.policy.SetEndpoint(w); err != nil {
-		a.log.Error("policy: endpoint refused", "endpoint", w.Metadata.Name, "err", err)
+	err := a.policy.SetEndpoint(w)
+	if err != nil {
+		a.log.Error("policy: endpoint refused; its previous version stays in force", "endpoint", w.Metadata.Name, "err", err)
 	}
+	a.refusePolicyInputLocked(datastore.KindWorkloadEndpoint, w.Metadata.Name, err)
 }
 
 func (a *Agent) poke() {

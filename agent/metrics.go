@@ -80,6 +80,7 @@ func newMetrics(a *Agent) *metrics {
 			func() float64 { return boolFloat(a.isSynced()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "calyx_policy_ready", Help: "1 while policy is programmed and writes succeed."},
 			func() float64 { return boolFloat(a.policy != nil && a.policy.Ready() == nil) }),
+		notInForce(a, notInForceUndecodable), notInForce(a, notInForceRefused),
 		&stateCollector{a: a},
 	)
 	return m
@@ -125,6 +126,22 @@ func (m *metrics) datastoreEvents(evs []datastore.Event) {
 		}
 		m.dsEvents.WithLabelValues(kind).Inc()
 	}
+}
+
+// notInForce counts the resources not in force as stored, for one reason
+// (see input.go): any makes /readyz fail.
+func notInForce(a *Agent, reason string) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "calyx_resources_not_in_force",
+		Help:        "Resources in etcd that the agent does not apply as stored (undecodable, or refused by policy); the last good version stays in force.",
+		ConstLabels: prometheus.Labels{"reason": reason},
+	}, func() float64 {
+		_, undecodable, refused := a.inputProblems()
+		if reason == notInForceUndecodable {
+			return float64(undecodable)
+		}
+		return float64(refused)
+	})
 }
 
 func boolFloat(b bool) float64 {
