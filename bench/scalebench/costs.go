@@ -28,7 +28,7 @@ func measureCosts(ctx context.Context, sz sizes, opts lab.Options, log *slog.Log
 		if c.remote, err = measureRemote(ctx, l, sz, sz.settle, log.With("part", "remote")); err != nil {
 			return err
 		}
-		c.blocks, err = measureBlocks(ctx, l, sz, c.remote.selected, c.remote.setMembers, log.With("part", "blocks"))
+		c.blocks, err = measureBlocks(ctx, l, sz, log.With("part", "blocks"))
 		return err
 	})
 	return c, err

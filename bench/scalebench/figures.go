@@ -123,9 +123,9 @@ func costFigures(sz sizes, c costs) []bench.Figure {
 			Name: rssBlockFigureName, Unit: "bytes", Calyx: per, Peer: rssGoalAllocation, PeerName: limitPeerName,
 			Goal: fmt.Sprintf("<= %.0f B (500k allocations at 5,000 nodes: <= 122 MiB per agent)", rssGoalAllocation), Met: per <= rssGoalAllocation,
 			Notes: fmt.Sprintf("one real agent's RSS growth per allocation in other nodes' IPAM blocks: %d /26 blocks of %d fake nodes with %d addresses taken each (%d allocations, compact layout) and their handle records in etcd, "+
-				"beside the reading before them (the same endpoints and policy): %.1f -> %.1f MiB (Go heap in use %.1f -> %.1f MiB), %.0f B per block; writing them took %.1f s",
-				b.blocks, b.blocks, b.perBlock, b.blocks*b.perBlock, b.base.rss/(1<<20), b.with.rss/(1<<20), b.base.heapInuse/(1<<20), b.with.heapInuse/(1<<20),
-				per*float64(b.perBlock), b.fill.Seconds()),
+				"beside a reading just before (restarted, fake endpoints removed): %.1f -> %.1f MiB, %.0f B per block; Go heap in use %.1f -> %.1f MiB, %.1f B per allocation; writing them took %.1f s",
+				b.blocks, b.blocks, b.perBlock, b.blocks*b.perBlock, b.base.rss/(1<<20), b.with.rss/(1<<20), per*float64(b.perBlock),
+				b.base.heapInuse/(1<<20), b.with.heapInuse/(1<<20), b.heapPerAllocation(), b.fill.Seconds()),
 		}))
 	}
 	return figs
