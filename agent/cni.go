@@ -152,33 +152,51 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 		}
 	}()
 
-	// The address commit (an etcd transaction) and the veth pair (the
-	// kernel's slowest step) do not depend on each other: make them at the
-	// same time. The addresses are needed only to configure the pair.
+	// The two etcd writes (the address commit, then the endpoint record)
+	// and the kernel work (the veth pair, then its configuration) do not
+	// wait for each other, except that the configuration needs the
+	// addresses: the record is written as soon as IPAM answers, while the
+	// pair is still being made.
 	tIPAM := time.Now()
 	allocated := make(chan allocation, 1)
+	recorded := make(chan error, 1)
+	var recordTook time.Duration // set before recorded is sent
 	go func() {
-		var al allocation
-		al.err = withDatastoreTimeout(ctx, func(ctx context.Context) (err error) {
-			if err := a.failing("ipam-commit"); err != nil {
-				return err
-			}
-			al.addrs, err = a.ipam.Allocate(ctx, ipam.Request{
-				Handle: at.handle, Node: a.node,
-				Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
-			})
-			return err
-		})
+		al := a.allocate(ctx, at, inv, meta)
 		al.took = time.Since(tIPAM)
 		allocated <- al
+		if al.err == nil {
+			tRecord := time.Now()
+			err := withDatastoreTimeout(ctx, func(ctx context.Context) error {
+				if err := a.failing("endpoint-write"); err != nil {
+					return err
+				}
+				_, perr := a.client.Put(ctx, al.w)
+				return perr
+			})
+			recordTook = time.Since(tRecord)
+			recorded <- err
+		}
 	}()
 	pair, vethErr := a.createVeth(ctx, at, inv, rebuild)
 	vethTook := time.Since(tIPAM)
 	al := <-allocated
+	w, addrs := al.w, al.addrs
 	// Undone last first: the veth goes before its addresses are released,
 	// so they are never reused while the old interface exists.
 	if al.err == nil {
 		undo.push("releasing addresses", func(ctx context.Context) error { return a.ipam.Release(ctx, at.handle) })
+		undo.push("dropping the endpoint's routes and policy", func(ctx context.Context) error {
+			a.mu.Lock()
+			delete(a.pendingAdd, at.endpoint)
+			a.mu.Unlock()
+			a.policy.DeleteEndpoint(at.endpoint)
+			for _, p := range addrs {
+				a.local.DeleteRoute(p)
+			}
+			defer a.poke()
+			return a.local.ApplyPrefixes(ctx, addrs...)
+		})
 	}
 	if pair != nil {
 		defer pair.Close()
@@ -186,68 +204,39 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 			return a.plumber.Teardown(ctx, at.netns, at.ifName, at.hostIf)
 		})
 	}
+	// record waits for the endpoint write; every return after a
+	// successful allocation goes through it, so that a written record is
+	// always undone on failure.
+	record := func() error {
+		recErr := <-recorded
+		if recErr == nil {
+			undo.push("deleting the WorkloadEndpoint", func(ctx context.Context) error {
+				if derr := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
+					return derr
+				}
+				return nil
+			})
+			return nil
+		}
+		return datastoreError("writing WorkloadEndpoint "+at.endpoint, recErr)
+	}
 	if al.err != nil {
 		return nil, ipamError(al.err)
 	}
-	if vethErr != nil {
-		return nil, vethErr
+	tWire := time.Now()
+	wireErr := vethErr
+	if wireErr == nil {
+		wireErr = a.fault("ipam-allocated")
 	}
-	addrs := al.addrs
-	if err := a.fault("ipam-allocated"); err != nil {
-		return nil, err
+	if wireErr == nil {
+		wireErr = a.fault("veth-created")
 	}
-	if err := a.fault("veth-created"); err != nil {
-		return nil, err
+	if wireErr == nil {
+		wireErr = a.wire(ctx, wiring{at: at, w: w, pair: pair, addrs: addrs})
 	}
-
-	// The container MAC is derived from the endpoint, so the endpoint
-	// record is complete before the veth is configured: etcd is written
-	// while the kernel is programmed, not after.
-	w := a.newEndpoint(at, inv, meta, addrs)
-	w.Spec.MAC = veth.ContainerMAC(at.endpoint).String()
-
-	// Make the endpoint part of this node's desired state before etcd
-	// knows it, so that nothing recomputed meanwhile removes its route.
-	a.mu.Lock()
-	a.pendingAdd[at.endpoint] = w
-	delete(a.pendingDel, at.endpoint)
-	a.mu.Unlock()
-	undo.push("dropping the endpoint's routes and policy", func(ctx context.Context) error {
-		a.mu.Lock()
-		delete(a.pendingAdd, at.endpoint)
-		a.mu.Unlock()
-		a.policy.DeleteEndpoint(at.endpoint)
-		for _, p := range addrs {
-			a.local.DeleteRoute(p)
-		}
-		defer a.poke()
-		return a.local.ApplyPrefixes(ctx, addrs...)
-	})
-
-	tRecord := time.Now()
-	recorded := make(chan error, 1)
-	go func() {
-		recorded <- withDatastoreTimeout(ctx, func(ctx context.Context) error {
-			if err := a.failing("endpoint-write"); err != nil {
-				return err
-			}
-			_, perr := a.client.Put(ctx, w)
-			return perr
-		})
-	}()
-	wireErr := a.wire(ctx, wiring{at: at, w: w, pair: pair, addrs: addrs})
-	wireTook := time.Since(tRecord)
-	recErr := <-recorded
-	recordTook := time.Since(tRecord)
-	if recErr == nil {
-		undo.push("deleting the WorkloadEndpoint", func(ctx context.Context) error {
-			if derr := a.client.Delete(ctx, datastore.KindWorkloadEndpoint, at.endpoint); derr != nil && !errors.Is(derr, datastore.ErrNotFound) {
-				return derr
-			}
-			return nil
-		})
-	} else if wireErr == nil {
-		wireErr = datastoreError("writing WorkloadEndpoint "+at.endpoint, recErr)
+	wireTook := time.Since(tWire)
+	if recErr := record(); wireErr == nil {
+		wireErr = recErr
 	}
 	if wireErr != nil {
 		return nil, wireErr
@@ -263,8 +252,37 @@ func (s *cniServer) Add(ctx context.Context, req *apipb.AddRequest) (reply *apip
 // allocation is the outcome of an ADD's IPAM commit.
 type allocation struct {
 	addrs []netip.Prefix
+	w     *datastore.WorkloadEndpoint // the endpoint to record, with addrs
 	err   error
 	took  time.Duration
+}
+
+// allocate commits the attachment's addresses and, once they are known,
+// makes the endpoint part of this node's desired state before etcd knows
+// it, so that nothing recomputed meanwhile removes its route.
+func (a *Agent) allocate(ctx context.Context, at attachment, inv *apipb.Invocation, meta endpointMeta) (al allocation) {
+	al.err = withDatastoreTimeout(ctx, func(ctx context.Context) (err error) {
+		if err := a.failing("ipam-commit"); err != nil {
+			return err
+		}
+		al.addrs, err = a.ipam.Allocate(ctx, ipam.Request{
+			Handle: at.handle, Node: a.node,
+			Attrs: ipam.Attributes{Namespace: inv.GetArgs().GetK8SPodNamespace(), Pod: inv.GetArgs().GetK8SPodName(), Endpoint: at.endpoint},
+		})
+		return err
+	})
+	if al.err != nil {
+		return al
+	}
+	// The container MAC is derived from the endpoint, so the record is
+	// complete before the veth exists.
+	al.w = a.newEndpoint(at, inv, meta, al.addrs)
+	al.w.Spec.MAC = veth.ContainerMAC(at.endpoint).String()
+	a.mu.Lock()
+	a.pendingAdd[at.endpoint] = al.w
+	delete(a.pendingDel, at.endpoint)
+	a.mu.Unlock()
+	return al
 }
 
 // createVeth makes the attachment's veth pair, without addresses yet
