@@ -9,7 +9,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +36,12 @@ func (h *host) cxRules() string {
 // one of want.
 func (h *host) waitReadyz(code int, want ...string) {
 	h.t.Helper()
-	testutil.Eventually(h.t, 15*time.Second, fmt.Sprintf("/readyz %d %q", code, want), func() error {
+	h.waitReadyzWithin(15*time.Second, code, want...)
+}
+
+func (h *host) waitReadyzWithin(within time.Duration, code int, want ...string) {
+	h.t.Helper()
+	testutil.Eventually(h.t, within, fmt.Sprintf("/readyz %d %q", code, want), func() error {
 		got, body, err := h.healthGet("/readyz")
 		if err != nil {
 			return err
@@ -125,4 +133,49 @@ func TestBadPolicyInputFailsSafe(t *testing.T) {
 	}
 	h.waitReadyz(http.StatusOK)
 	testutil.Eventually(t, 15*time.Second, "traffic once the policy is deleted", func() error { return pingFrom(a.name, b.ip) })
+}
+
+// A program holding the xtables lock (a private lock file, the legacy
+// backend, which is the one that takes it) fails the agent's policy writes
+// after the lock timeout instead of stalling them; after 3 in a row /readyz
+// says why. Released: the write goes through and the agent is ready.
+func TestStuckXtablesLockShowsInReadyz(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat("/usr/sbin/iptables-legacy-restore"); err != nil {
+		t.Skip("needs iptables-legacy (only the legacy backend takes the xtables lock)")
+	}
+	lockFile := filepath.Join(t.TempDir(), "xtables.lock")
+	h := newHost(t, hostOptions{env: []string{"XTABLES_LOCKFILE=" + lockFile, "CALYX_IPTABLES_BACKEND=legacy"}})
+	a, b := h.newWorkload("a"), h.newWorkload("b")
+	h.add(a)
+	h.add(b)
+	h.waitReadyz(http.StatusOK)
+
+	f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	locked := time.Now()
+	pol := "apiVersion: calyx.dev/v1\nkind: Policy\nmetadata: {name: deny-in}\nspec: {selector: all(), types: [Ingress]}\n"
+	if out, err := h.calyxctl(pol, "apply", "-f", "-"); err != nil {
+		t.Fatalf("calyxctl apply: %v\n%s", err, out)
+	}
+	// 3 writes of 5 s each, with 100 and 200 ms of backoff between them.
+	h.waitReadyzWithin(40*time.Second, http.StatusServiceUnavailable, "policy:", "writes in a row failed", "xtables lock is held by another program for more than 5s")
+	t.Logf("/readyz reported the held lock %v after it was taken", time.Since(locked).Round(time.Millisecond))
+	if err := pingFrom(a.name, b.ip); err != nil {
+		t.Logf("ping while the policy is not written: %v", err)
+	}
+
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReadyzWithin(30*time.Second, http.StatusOK)
+	if pingFrom(a.name, b.ip) == nil {
+		t.Errorf("ping %s -> %s passes once the lock is free: the deny policy is not in force", a.name, b.ip)
+	}
 }

@@ -89,6 +89,12 @@ type Config struct {
 	// MaxFailures is the number of consecutive failed writes after which
 	// Ready reports an error.
 	MaxFailures int
+	// LockTimeout bounds the wait for the xtables lock of every
+	// iptables-restore and iptables call (-w, whole seconds; default
+	// DefaultLockTimeout). Another program holding the lock longer fails
+	// the write, which is retried and, MaxFailures times in a row, shows
+	// in Ready; waiting forever would stall the policy loop silently.
+	LockTimeout time.Duration
 	// OnApply, if set, is called after each Apply that wrote to the kernel
 	// or failed, with its duration (the agent's metrics).
 	OnApply func(took time.Duration, err error)
@@ -102,7 +108,13 @@ const (
 	defaultDispatchSplit   = 32
 	defaultResyncInterval  = 90 * time.Second
 	defaultMaxFailures     = 3
+	// DefaultLockTimeout is LockTimeout's default: long enough for a
+	// kube-proxy or firewall reload, short enough to show a stuck lock.
+	DefaultLockTimeout = 5 * time.Second
 )
+
+// lockWait is LockTimeout in iptables' -w seconds.
+func (c *Config) lockWait() int { return int(c.LockTimeout / time.Second) }
 
 // withDefaults fills unset fields and checks the rest.
 func (c Config) withDefaults() (Config, error) {
@@ -147,6 +159,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxFailures <= 0 {
 		c.MaxFailures = defaultMaxFailures
+	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = DefaultLockTimeout
+	}
+	if c.LockTimeout < time.Second || c.LockTimeout%time.Second != 0 {
+		return c, fmt.Errorf("xtables lock timeout %v: want whole seconds, at least 1s (iptables -w takes seconds)", c.LockTimeout)
 	}
 	return c, nil
 }

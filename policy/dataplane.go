@@ -74,7 +74,7 @@ func New(cfg Config, log *slog.Logger) (*Dataplane, error) {
 	}
 	if ns, ok := netlinkTarget(&d.cfg); ok {
 		d.members = netlinkSets{nsPath: ns}
-		if d.hooks, err = newHookWriter(ns, d.cfg.Backend, d.m.families, d.log); err != nil {
+		if d.hooks, err = newHookWriter(ns, d.cfg.Backend, d.m.families, d.cfg.lockWait(), d.log); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	} else {
@@ -107,7 +107,7 @@ func newDataplane(cfg Config, log *slog.Logger, r Runner) (*Dataplane, error) {
 	d := &Dataplane{
 		cfg:  c,
 		log:  log,
-		k:    kernel{run: r, backend: c.Backend},
+		k:    kernel{run: r, backend: c.Backend, lockWait: c.lockWait()},
 		kick: make(chan struct{}, 1),
 	}
 	d.m = newModel(&d.cfg)

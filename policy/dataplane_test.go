@@ -79,7 +79,7 @@ func TestApplyOrderAndIncrementalWrites(t *testing.T) {
 	}
 	calls, stdins := k.reset()
 	// Read the kernel first, then sets, then each table.
-	want := []string{"iptables-save", "ipset save", "ipset -exist restore", "iptables-restore --noflush -w"}
+	want := []string{"iptables-save", "ipset save", "ipset -exist restore", "iptables-restore --noflush -w 5"}
 	if strings.Join(calls, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("first apply ran:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
 	}

@@ -31,7 +31,7 @@ var minIptables = [3]int{1, 6, 2}
 
 // findIptables locates and checks the iptables (ip6tables) command of the
 // backend.
-func findIptables(b Backend, f Family) (*iptablesTool, error) {
+func findIptables(b Backend, f Family, lockWait int) (*iptablesTool, error) {
 	name, proto := "iptables", iptables.ProtocolIPv4
 	if f == V6 {
 		name, proto = "ip6tables", iptables.ProtocolIPv6
@@ -43,7 +43,7 @@ func findIptables(b Backend, f Family) (*iptablesTool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iptables backend %q: %w (install iptables)", b, err)
 	}
-	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(10))
+	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(lockWait))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -85,10 +85,10 @@ type hookWriter struct {
 	tools  map[Family]*iptablesTool
 }
 
-func newHookWriter(nsPath string, b Backend, families []Family, log *slog.Logger) (*hookWriter, error) {
+func newHookWriter(nsPath string, b Backend, families []Family, lockWait int, log *slog.Logger) (*hookWriter, error) {
 	w := &hookWriter{nsPath: nsPath, tools: map[Family]*iptablesTool{}}
 	for _, f := range families {
-		t, err := findIptables(b, f)
+		t, err := findIptables(b, f, lockWait)
 		if err != nil {
 			return nil, err
 		}

@@ -22,19 +22,19 @@ func fakeIptables(t *testing.T, name, version string) string {
 
 func TestFindIptablesChecksVersion(t *testing.T) {
 	fakeIptables(t, "iptables", "iptables v1.4.7")
-	_, err := findIptables(BackendDefault, V4)
+	_, err := findIptables(BackendDefault, V4, 5)
 	if err == nil || !strings.Contains(err.Error(), "1.4.7") || !strings.Contains(err.Error(), "1.6.2") {
 		t.Fatalf("findIptables with iptables 1.4.7 = %v, want a version error naming both", err)
 	}
 	fakeIptables(t, "ip6tables-legacy", "ip6tables v1.8.9 (legacy)")
-	tool, err := findIptables(BackendLegacy, V6)
+	tool, err := findIptables(BackendLegacy, V6, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tool.version != [3]int{1, 8, 9} || tool.mode != "legacy" || filepath.Base(tool.path) != "ip6tables-legacy" {
 		t.Fatalf("found %v", tool)
 	}
-	if _, err := findIptables(BackendNFT, V6); err == nil || !strings.Contains(err.Error(), "ip6tables-nft") {
+	if _, err := findIptables(BackendNFT, V6, 5); err == nil || !strings.Contains(err.Error(), "ip6tables-nft") {
 		t.Fatalf("a missing ip6tables-nft gave %v", err)
 	}
 }

@@ -3,9 +3,12 @@ package policy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Runner runs one command with stdin and returns its standard output. The
@@ -64,25 +67,46 @@ func iptablesBinaries(b Backend, f Family) binaries {
 
 // kernel wraps the commands the Dataplane runs.
 type kernel struct {
-	run     Runner
-	backend Backend
+	run      Runner
+	backend  Backend
+	lockWait int // seconds iptables waits for the xtables lock (-w)
 }
 
+// commandDeadline ends any one command that hangs (ipset has no lock
+// to wait for, but a stuck child must not stall the policy loop forever).
+const commandDeadline = time.Minute
+
+// errXtablesLock marks a write that gave up waiting for the xtables lock.
+var errXtablesLock = errors.New("the xtables lock is held by another program")
+
 func (k *kernel) iptablesRestore(ctx context.Context, f Family, text string) error {
-	_, err := k.run.Run(ctx, []byte(text), iptablesBinaries(k.backend, f).restore, "--noflush", "-w")
+	ctx, cancel := context.WithTimeout(ctx, commandDeadline)
+	defer cancel()
+	_, err := k.run.Run(ctx, []byte(text), iptablesBinaries(k.backend, f).restore, "--noflush", "-w", strconv.Itoa(k.lockWait))
+	if err != nil && strings.Contains(err.Error(), "xtables lock") {
+		// iptables says "Another app is currently holding the xtables
+		// lock. Stopped waiting after Ns."
+		return fmt.Errorf("%w for more than %ds (XTABLES_LOCKFILE, default /run/xtables.lock): %w", errXtablesLock, k.lockWait, err)
+	}
 	return err
 }
 
 // iptablesSave dumps every table of a family in one call.
 func (k *kernel) iptablesSave(ctx context.Context, f Family) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandDeadline)
+	defer cancel()
 	return k.run.Run(ctx, nil, iptablesBinaries(k.backend, f).save)
 }
 
 func (k *kernel) ipsetRestore(ctx context.Context, text string) error {
+	ctx, cancel := context.WithTimeout(ctx, commandDeadline)
+	defer cancel()
 	_, err := k.run.Run(ctx, []byte(text), "ipset", "-exist", "restore")
 	return err
 }
 
 func (k *kernel) ipsetSave(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandDeadline)
+	defer cancel()
 	return k.run.Run(ctx, nil, "ipset", "save")
 }
