@@ -79,3 +79,26 @@ func TestBlockSourceFeedsTheSyncer(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The agent's source hands other nodes' blocks over without their
+// allocations, except what the agent's node holds in them.
+func TestNodeBlockSourceTrimsOthersBlocks(t *testing.T) {
+	b := mustBlock(t, "10.0.0.0/26") // affinity n1
+	for k, node := range []string{"n1", "n2", "n1"} {
+		b.take(Allocation{IP: addrAt(b.Prefix, k), Node: node, Borrowed: node != "n1"})
+	}
+	val, err := b.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, kept := range map[string]int{"n1": 3, "n2": 1, "n3": 0} {
+		v, err := NodeBlockSource(node).Decode(BlockKey(b.Prefix), val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := v.(*Block)
+		if len(got.Allocations) != kept || got.Used() != 3 || got.Affinity != "n1" {
+			t.Errorf("NodeBlockSource(%s): %d allocations kept (want %d), Used %d (want 3)", node, len(got.Allocations), kept, got.Used())
+		}
+	}
+}
