@@ -202,6 +202,8 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 	a.log.Info("ready: the dataplane is programmed", "took", time.Since(start).Round(time.Millisecond))
 	reconcile := time.NewTicker(a.cfg.ResyncInterval)
 	defer reconcile.Stop()
+	release := newBurstRelease()
+	defer release.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -209,7 +211,9 @@ func (a *Agent) dataplaneLoop(ctx context.Context) error {
 		case <-a.kick:
 			a.recompute(ctx)
 		case <-learnedKick:
-			a.handOverLearned()
+			release.note(a.handOverLearned())
+		case <-release.C():
+			release.fire()
 		case <-grDone:
 			grDone = nil
 			a.sweepKeptLearned(ctx)
@@ -382,17 +386,19 @@ func (a *Agent) readRIB(ctx context.Context) (map[netip.Prefix][]netip.Addr, err
 // handOverLearned gives the learned-route table the routes of the prefixes
 // whose paths changed, and nothing else: the node's own routes, which
 // learned ones never override, are as the last recompute found them (any
-// change to them comes with a recompute of its own).
-func (a *Agent) handOverLearned() {
+// change to them comes with a recompute of its own). It returns how many
+// routes it handed over.
+func (a *Agent) handOverLearned() int {
 	a.mu.Lock()
 	h := a.learnedSync.handoverMarked(a.learnedPaths, a.keptLearned)
 	a.mu.Unlock()
 	if h.empty() {
-		return
+		return 0
 	}
 	if err := h.apply(a.learned); err != nil {
 		a.log.Error("learned routes refused", "err", err)
 	}
+	return len(h.routes) + len(h.deletes)
 }
 
 // reconcileLearned replaces the learned paths with a fresh read of the RIB,

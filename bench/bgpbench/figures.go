@@ -114,6 +114,13 @@ func scaleFigures(s scale) []bench.Figure {
 			Notes: fmt.Sprintf("RSS with all %d routes in the kernel, highest over the rounds: the whole calyx-agent (GoBGP RIB, etcd client, "+
 				"policy, routes) beside the receiving BIRD; before the routes: agent %.1f MiB, BIRD %.1f MiB.", s.prefixes, s.agentRSSBase, s.birdRSSBase),
 		}),
+		bench.NewRatio(bench.Figure{
+			Name: "bgp_100k_agent_rss_settled_mib", Unit: "MiB", Calyx: round3(s.agentRSSSettled), Peer: round3(s.birdRSSSettled), PeerName: "bird2",
+			Goal: "reference (no goal)", Met: true,
+			Notes: fmt.Sprintf("RSS %v after the install of the %d routes (highest over the rounds): once the agent has "+
+				"collected the burst's garbage and given it back to the OS (it does 2 s after the last large handover of learned routes); "+
+				"the figure above is the peak right at the install's end.", settleWait, s.prefixes),
+		}),
 	}
 }
 

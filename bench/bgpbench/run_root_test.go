@@ -39,7 +39,7 @@ func TestRunSmallLab(t *testing.T) {
 		t.Fatalf("benchmark: %v", err)
 	}
 	want := []string{"bgp_new_block_p99_ms", "bgp_new_block_median_ms", "bgp_100k_to_kernel", "bgp_100k_withdraw",
-		"bgp_100k_agent_cpu_s", "bgp_100k_agent_rss_mib", "bgp_bfd_failover_ms"}
+		"bgp_100k_agent_cpu_s", "bgp_100k_agent_rss_mib", "bgp_100k_agent_rss_settled_mib", "bgp_bfd_failover_ms"}
 	if len(figs) != len(want) {
 		t.Fatalf("got %d figures, want %v: %+v", len(figs), want, figs)
 	}

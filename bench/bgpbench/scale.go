@@ -42,9 +42,12 @@ type scale struct {
 	meshCPU, meshWithdrawCPU []float64
 	// RSS with every prefix in the kernel (highest over the rounds), and
 	// before the first round.
-	agentRSS, birdRSS         float64
-	agentRSSBase, birdRSSBase float64
-	lostEvents                int
+	agentRSS, birdRSS float64
+	// RSS settleWait after that (highest over the rounds): what stays once
+	// the burst's garbage is collected and given back.
+	agentRSSSettled, birdRSSSettled float64
+	agentRSSBase, birdRSSBase       float64
+	lostEvents                      int
 }
 
 // scaleRig is the originating and the receiving BIRD with their
@@ -201,11 +204,14 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 			if err := verifyKernel(nsPaths[side], protos[side], prefixes); err != nil {
 				return res, fmt.Errorf("round %d, %s: %w", round+1, side, err)
 			}
-			rss, err := rssMiB(pids[side])
+			rss, cpu1, err := usage(pids[side])
 			if err != nil {
 				return res, err
 			}
-			cpu1, err := cpuSeconds(pids[side])
+			time.Sleep(settleWait)
+			// The withdrawal's CPU window starts after the wait: whatever
+			// the receiver does meanwhile (a collection) is in neither.
+			settled, cpuSettled, err := usage(pids[side])
 			if err != nil {
 				return res, err
 			}
@@ -233,16 +239,19 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 			}
 			log.Info("scale round", "round", round+1, "side", side, "prefixes", prefixes,
 				"install", install.Round(time.Millisecond), "install_cpu_s", round3(cpu1-cpu0),
-				"withdraw", withdraw.Round(time.Millisecond), "withdraw_cpu_s", round3(cpu2-cpu1), "rss_mib", round3(rss))
+				"withdraw", withdraw.Round(time.Millisecond), "withdraw_cpu_s", round3(cpu2-cpuSettled),
+				"rss_mib", round3(rss), "rss_settled_mib", round3(settled), "settle_cpu_s", round3(cpuSettled-cpu1))
 			if side == sideCalyx {
 				res.calyx, res.calyxWithdraw = append(res.calyx, install), append(res.calyxWithdraw, withdraw)
-				res.calyxCPU, res.calyxWithdrawCPU = append(res.calyxCPU, cpu1-cpu0), append(res.calyxWithdrawCPU, cpu2-cpu1)
+				res.calyxCPU, res.calyxWithdrawCPU = append(res.calyxCPU, cpu1-cpu0), append(res.calyxWithdrawCPU, cpu2-cpuSettled)
 				res.meshCPU, res.meshWithdrawCPU = append(res.meshCPU, mesh1-mesh0), append(res.meshWithdrawCPU, mesh2-mesh1)
 				res.agentRSS = max(res.agentRSS, rss)
+				res.agentRSSSettled = max(res.agentRSSSettled, settled)
 			} else {
 				res.bird, res.birdWithdraw = append(res.bird, install), append(res.birdWithdraw, withdraw)
-				res.birdCPU, res.birdWithdrawCPU = append(res.birdCPU, cpu1-cpu0), append(res.birdWithdrawCPU, cpu2-cpu1)
+				res.birdCPU, res.birdWithdrawCPU = append(res.birdCPU, cpu1-cpu0), append(res.birdWithdrawCPU, cpu2-cpuSettled)
 				res.birdRSS = max(res.birdRSS, rss)
+				res.birdRSSSettled = max(res.birdRSSSettled, settled)
 			}
 		}
 	}
@@ -251,6 +260,20 @@ func measureScale(ctx context.Context, l *lab.Lab, prefixes, rounds int, log *sl
 	}
 	return res, nil
 }
+
+// usage reads a process's RSS (MiB) and CPU seconds.
+func usage(pid int) (rss, cpu float64, err error) {
+	if rss, err = rssMiB(pid); err != nil {
+		return 0, 0, err
+	}
+	cpu, err = cpuSeconds(pid)
+	return rss, cpu, err
+}
+
+// settleWait is how long after an install the settled RSS is read: past
+// the agent's release of a burst's memory (releaseQuiet, 2 s, after the
+// last large handover).
+const settleWait = 4 * time.Second
 
 // timeTransfer runs `birdc enable|disable routes_SIDE` on the originator
 // and times until the receiver's kernel holds want of the prefixes.
